@@ -1,0 +1,305 @@
+"""Typed, validated configuration shared by every package.
+
+A run is described by one YAML file validated into :class:`RunConfig` before anything runs:
+unknown keys are errors that list the valid keys and the nearest one, and ``--set a.b=value``
+overrides a field from the command line. Components (model, loss, metrics) are given by registry
+name plus keyword arguments, checked against the factory's signature.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from medseg.errors import UserError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration that cannot run; the message says which key and how to fix it."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+# --------------------------------------------------------------------------------------- data
+class SplitConfig(Strict):
+    """How cases are divided into train / val / test."""
+
+    mode: Literal["random", "file", "kfold", "fixed"] = "random"
+    file: str | None = None  # JSON {"train": [...], "val": [...], "test": [...]} or CSV stem,split
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    folds: int = Field(5, ge=2)
+    fold: int = Field(0, ge=0)
+    seed: int = 0
+
+
+class AugmentConfig(Strict):
+    """Joint image/label augmentation (training split only)."""
+
+    enabled: bool = True
+    hflip: float = Field(0.5, ge=0, le=1)
+    vflip: float = Field(0.0, ge=0, le=1)
+    rotate_deg: float = Field(0.0, ge=0, le=180)
+    rotate_p: float = Field(0.5, ge=0, le=1)
+    brightness: float = Field(0.0, ge=0)
+    contrast: float = Field(0.0, ge=0)
+    crop_scale: tuple[float, float] | None = None  # random resized crop scale range, None = off
+
+
+class SyntheticConfig(Strict):
+    n_train: int = Field(64, ge=1)
+    n_val: int = Field(16, ge=1)
+    n_test: int = Field(16, ge=1)
+    seed: int = 0
+    noise: float = Field(0.1, ge=0)
+
+
+class NiftiConfig(Strict):
+    """3-D volumes in the nnU-Net / MSD layout."""
+
+    modality: Literal["CT", "MRI", "none"] = "MRI"
+    window: tuple[float, float] | None = None  # CT clip window in HU, e.g. (-100, 240)
+    patch_size: list[int] | None = None  # 3-D training patch; None = whole volume
+    fg_oversample: float = Field(0.33, ge=0, le=1)
+    samples_per_volume: int = Field(4, ge=1)
+    slice_axis: int | None = None  # set to 0/1/2 to sample 2-D slices along that axis
+    label_map: dict[int, int] | None = None  # e.g. BraTS {4: 3}
+
+
+class DataConfig(Strict):
+    """Where the cases come from and how they become batches."""
+
+    kind: Literal["synthetic2d", "synthetic3d", "folder2d", "nifti", "mixture"] = "synthetic2d"
+    root: str | None = None
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+    mask_suffix: str = ""
+    num_classes: int = Field(1, ge=1)  # 1 = binary (one sigmoid logit); K >= 2 = softmax incl. background
+    in_channels: int = Field(3, ge=1)
+    mask_mode: Literal["binary", "labels"] = "binary"
+    mask_threshold: float = 127.0
+    image_size: list[int] = Field(default_factory=lambda: [64, 64])
+    train_sizes: list[int] | None = None  # per-batch random square size (IFE: 224..384 step 32)
+    normalize: Literal["imagenet", "zscore", "minmax", "none"] = "zscore"
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    nifti: NiftiConfig = Field(default_factory=NiftiConfig)
+    datasets: list[dict[str, Any]] | None = None  # kind == "mixture": list of DataConfig dicts + "weight"
+    batch_size: int = Field(8, ge=1)
+    num_workers: int = Field(0, ge=0)
+    cache: bool = True
+
+    @field_validator("image_size")
+    @classmethod
+    def _size(cls, v: list[int]) -> list[int]:
+        if len(v) not in (2, 3) or min(v) < 8:
+            raise ValueError(f"image_size must have 2 or 3 entries >= 8, got {v}")
+        return v
+
+
+# ------------------------------------------------------------------------------ components
+class ComponentConfig(Strict):
+    """A registry name and its keyword arguments."""
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    encoder_lr: float | None = None  # separate learning rate for parameters under `model.encoder`
+
+
+class ScheduleConfig(Strict):
+    name: Literal["constant", "step", "poly", "cosine", "warmup_linear", "triangular"] = "constant"
+    step_size: int = Field(50, ge=1)  # epochs, for "step"
+    gamma: float = Field(0.1, gt=0)
+    power: float = Field(0.9, gt=0)  # "poly"
+    warmup_epochs: int = Field(0, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=1)
+    val_every: int = Field(1, ge=1)
+    best_metric: str = "dice"
+    best_mode: Literal["max", "min"] = "max"
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    channels_last: bool | None = None  # None = pick from device
+    grad_clip: float | None = None
+    accumulate: int = Field(1, ge=1)
+    keep_last: int = Field(2, ge=1)
+    save_every: int = Field(1, ge=1)
+    max_steps_per_epoch: int | None = None
+    log_every: int = Field(10, ge=1)
+    freeze_encoder: bool = False
+    sync_bn: bool = False
+    tensorboard: bool = False
+    progress: bool = True
+
+
+class EvalConfig(Strict):
+    metrics: list[str] = Field(default_factory=lambda: ["dice", "iou"])
+    threshold: float = Field(0.5, ge=0, le=1)
+    sliding_window: list[int] | None = None  # 3-D roi size; None = data.nifti.patch_size or image_size
+    overlap: float = Field(0.25, ge=0, lt=1)
+
+
+class RunConfig(Strict):
+    """Everything one ``medseg train`` needs."""
+
+    name: str = "run"
+    output_dir: str = "runs"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ComponentConfig = Field(default_factory=lambda: ComponentConfig(name="unet"))
+    loss: str | ComponentConfig | list[dict[str, Any]] = "auto"  # "auto" = Dice+BCE / Dice+CE
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.data.image_size) if self.data.kind != "synthetic3d" else 3
+
+
+# ------------------------------------------------------------------------- load / override
+def _nearest_key_message(err: ValidationError, raw: dict[str, Any]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(RunConfig, e["loc"][:-1])
+            valid = sorted(parent.model_fields) if parent is not None else []
+            bad = str(e["loc"][-1])
+            near = difflib.get_close_matches(bad, valid, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            lines.append(f"unknown config key '{loc}'{hint}; valid keys here: {', '.join(valid)}")
+        else:
+            lines.append(f"config key '{loc}': {e['msg']} (got {e.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        nxt = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if nxt is None:
+            return None
+        model = nxt
+    return model
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set`` value with YAML rules (numbers, booleans, lists, null)."""
+    return yaml.safe_load(text)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to a raw config dict (new dict returned)."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: '{part}' is not a section")
+        node[parts[-1]] = parse_value(value)
+    return out
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_config(raw: dict[str, Any]) -> RunConfig:
+    """Validate a raw mapping (merged over the defaults) into a :class:`RunConfig`."""
+    model = raw.get("model")
+    if isinstance(model, dict) and "name" in model and "kwargs" not in model:
+        raw = {**raw, "model": {**model, "kwargs": {}}}  # a new model name starts from no kwargs
+    raw = deep_merge(RunConfig().model_dump(mode="json"), raw)
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_nearest_key_message(err, raw)) from None
+    check_components(cfg)
+    return cfg
+
+
+def check_components(cfg: RunConfig) -> None:
+    """Resolve registry names and keyword arguments now, so a typo fails before training starts."""
+    from medseg.models import MODELS  # models/ do not import config-dependent engine code
+
+    from medseg.registry import RegistryError, check_kwargs
+
+    try:
+        factory = MODELS.get(cfg.model.name)
+    except RegistryError as err:
+        raise ConfigError(f"config key 'model.name': {err}") from None
+    try:
+        check_kwargs(factory, cfg.model.kwargs, f"model '{cfg.model.name}'")
+    except TypeError as err:
+        raise ConfigError(f"config key 'model.kwargs': {err}") from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML file (or start from the defaults when ``path`` is None), apply overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"cannot parse {path}: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return build_config(apply_overrides(raw, overrides or []))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts, as 'key: old -> new' lines."""
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            lines += config_diff(va, vb, name + ".")
+        elif va != vb:
+            lines.append(f"{name}: {va!r} -> {vb!r}")
+    return lines
