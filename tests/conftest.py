@@ -22,8 +22,14 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def dataset_dir(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.is_dir():
-        pytest.skip(f"dataset {name} not found at {path}")
-    return path
+@pytest.fixture(scope="session")
+def real_dataset():
+    """``real_dataset("kvasir-seg")`` -> its folder under ``../shared/data``, or skip with the reason."""
+
+    def get(name: str) -> Path:
+        path = SHARED_DATA / name
+        if not path.is_dir():
+            pytest.skip(f"dataset {name} not found at {path} (real data lives in ../shared/data)")
+        return path
+
+    return get
