@@ -57,7 +57,8 @@ class SyntheticConfig(Strict):
     n_val: int = Field(16, ge=1)
     n_test: int = Field(16, ge=1)
     seed: int = 0
-    noise: float = Field(0.1, ge=0)
+    noise: float = Field(0.1, ge=0)  # std of the additive Gaussian noise (structures differ by ~0.5)
+    contrast: float = Field(0.5, gt=0)  # mean intensity step between structures and background
 
 
 class NiftiConfig(Strict):
@@ -70,12 +71,20 @@ class NiftiConfig(Strict):
     samples_per_volume: int = Field(4, ge=1)
     slice_axis: int | None = None  # set to 0/1/2 to sample 2-D slices along that axis
     label_map: dict[int, int] | None = None  # e.g. BraTS {4: 3}
+    layout: Literal["auto", "nnunet", "case_folders", "flat"] = "auto"
+    channels: list[str] | None = None  # case_folders: channel file names in order; nnunet: "_0000" suffixes
+    label_file: str | None = None  # case_folders: label file name inside masks/<case>/ (default: the only one)
+    slice_eval: Literal["volume", "slices"] = "volume"  # slice_axis set: what val/test items are
+    slice_fg_only: bool = False  # slice_axis set: use only slices that contain foreground
 
 
 class DataConfig(Strict):
     """Where the cases come from and how they become batches."""
 
     kind: Literal["synthetic2d", "synthetic3d", "folder2d", "nifti", "mixture"] = "synthetic2d"
+    name: str | None = None  # dataset name in each sample's meta (default: kind or the root folder name)
+    modality: str | None = None  # free text in meta (e.g. "CT", "endoscopy"); mixture metrics group by it
+    weight: float = Field(1.0, ge=0)  # sampling weight when this config is a mixture member
     root: str | None = None
     images_dir: str = "images"
     masks_dir: str = "masks"
