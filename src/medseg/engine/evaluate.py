@@ -1,0 +1,119 @@
+"""Evaluate a checkpoint on a split at the original resolution: per-case CSV + summary JSON."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from medseg.config import RunConfig
+from medseg.engine.checkpoint import atomic_write_text, resolve_checkpoint
+from medseg.engine.infer import (forward_logits, labels_from_probabilities, probabilities, resize_logits,
+                                 sliding_window_logits)
+from medseg.engine.runtime import Runtime, make_runtime
+from medseg.engine.trainer import model_from_checkpoint
+
+
+def is_volume_config(cfg: RunConfig) -> bool:
+    return cfg.data.kind in ("synthetic3d", "nifti") and cfg.data.nifti.slice_axis is None
+
+
+def case_logits(model: torch.nn.Module, image: torch.Tensor, cfg: RunConfig, rt: Runtime) -> torch.Tensor:
+    """Logits of one case (``1 x C x *spatial`` input): sliding window for volumes, else one forward."""
+    if is_volume_config(cfg):
+        roi = cfg.eval.sliding_window or cfg.data.nifti.patch_size or list(image.shape[2:])
+        return sliding_window_logits(model, image, roi, cfg.eval.overlap, rt)
+    return forward_logits(model, image, rt)
+
+
+def summarize(rows: list[dict[str, Any]], metrics: Sequence[str]) -> dict[str, Any]:
+    """Mean, std, median, count and excluded (NaN) count per metric column."""
+    summary: dict[str, Any] = {}
+    keys = [k for k in rows[0] if k not in ("case", "dataset")] if rows else list(metrics)
+    for key in keys:
+        values = np.array([float(r[key]) for r in rows], dtype=float)
+        finite = values[np.isfinite(values)]
+        summary[key] = {
+            "mean": float(finite.mean()) if finite.size else float("nan"),
+            "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+            "median": float(np.median(finite)) if finite.size else float("nan"),
+            "count": int(finite.size),
+            "excluded": int(values.size - finite.size),
+        }
+    return summary
+
+
+def write_table(rows: list[dict[str, Any]], path: Path) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(buf.getvalue(), path)
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = "best",
+                 metrics: Sequence[str] | None = None, save_predictions: bool = True,
+                 output: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Predict every case of ``split`` with the run's checkpoint and score it at original size.
+
+    Writes ``metrics/<split>_per_case.csv`` and ``metrics/<split>_summary.json`` (and ``per_case.csv``
+    / ``summary.json`` for the test split) and, when asked, prediction PNG/NIfTI files.
+    """
+    from medseg.data import build_dataset
+    from medseg.data.io import write_prediction
+    from medseg.metrics import evaluate_case
+
+    run_dir = Path(run_dir)
+    path = resolve_checkpoint(run_dir, checkpoint)
+    model, cfg = model_from_checkpoint(path)
+    rt = make_runtime(cfg.train, 2)
+    model = model.to(rt.device)
+    out_dir = Path(output) if output else (run_dir if run_dir.is_dir() else path.parent.parent)
+    metrics = list(metrics or cfg.eval.metrics)
+    dataset = build_dataset(cfg.data, split)
+    rows: list[dict[str, Any]] = []
+    pred_dir = out_dir / "predictions" / split
+    for index in tqdm(range(len(dataset)), desc=f"evaluate {split}", disable=not progress, dynamic_ncols=True):
+        sample = dataset[index]
+        gt, meta = dataset.read_original(index)
+        with torch.no_grad():
+            logits = case_logits(model, sample["image"][None], cfg, rt)
+            logits = resize_logits(logits, gt.shape)
+            prob = probabilities(logits)
+            pred = labels_from_probabilities(prob, cfg.eval.threshold)[0].cpu().numpy()
+        fg = prob[0, 0].cpu().numpy() if prob.shape[1] == 1 else None
+        gt_labels = np.asarray(gt).astype(np.int64)
+        values = evaluate_case(pred, gt_labels, metrics, cfg.data.num_classes,
+                               spacing=meta.get("spacing"), prob=fg)
+        rows.append({"case": meta.get("id", str(index)), "dataset": meta.get("dataset", ""), **values})
+        if save_predictions:
+            suffix = ".nii.gz" if pred.ndim == 3 else ".png"
+            reference = meta.get("path") if pred.ndim == 3 else None
+            write_prediction(pred.astype(np.uint8), pred_dir / f"{meta.get('id', index)}{suffix}",
+                             reference=reference if reference and str(reference).endswith((".nii", ".nii.gz")) else None)
+    summary = {"split": split, "checkpoint": str(path), "cases": len(rows), "metrics": summarize(rows, metrics),
+               "policy": "per-case values, then mean over cases; empty-mask policy of metrics-policy.md"}
+    metric_dir = out_dir / "metrics"
+    metric_dir.mkdir(parents=True, exist_ok=True)
+    write_table(rows, metric_dir / f"{split}_per_case.csv")
+    atomic_write_text(json.dumps(summary, indent=2), metric_dir / f"{split}_summary.json")
+    if split == "test":
+        write_table(rows, metric_dir / "per_case.csv")
+        atomic_write_text(json.dumps(summary, indent=2), metric_dir / "summary.json")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"{'metric':<14}{'mean':>10}{'std':>10}{'median':>10}{'n':>6}{'excl':>6}"]
+    for key, s in summary["metrics"].items():
+        lines.append(f"{key:<14}{s['mean']:>10.4f}{s['std']:>10.4f}{s['median']:>10.4f}{s['count']:>6}"
+                     f"{s['excluded']:>6}")
+    return "\n".join(lines)

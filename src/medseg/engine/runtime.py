@@ -1,0 +1,129 @@
+"""Device, precision, seeding, RNG state and distributed context for one process."""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from medseg.config import TrainConfig
+
+
+@dataclass
+class Runtime:
+    """What a training process runs on: device, precision, memory format and its rank."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None = fp32
+    use_scaler: bool
+    channels_last: bool
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def describe(self) -> str:
+        prec = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+        fmt = "channels_last" if self.channels_last else "contiguous"
+        dist_txt = f", rank {self.rank}/{self.world_size}" if self.distributed else ""
+        return f"{self.device.type} {prec} {fmt}{dist_txt}"
+
+
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def make_runtime(cfg: TrainConfig, spatial_dims: int) -> Runtime:
+    """Defaults from the device: bf16 autocast + channels_last on CPU; bf16 (or fp16 + scaler) on CUDA."""
+    rank, world, local = dist_env()
+    device = pick_device(cfg.device, local)
+    amp = cfg.amp
+    if amp == "auto":
+        amp = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
+    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    if dtype is torch.float16 and device.type == "cpu":
+        dtype = torch.bfloat16  # fp16 autocast on CPU is slow and unsupported for many ops
+    channels_last = cfg.channels_last if cfg.channels_last is not None else True
+    return Runtime(device=device, amp_dtype=dtype, use_scaler=dtype is torch.float16 and device.type == "cuda",
+                   channels_last=channels_last, rank=rank, world_size=world, local_rank=local)
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment variables."""
+    return (int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+            int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def init_distributed(rt: Runtime) -> None:
+    """Join the process group torchrun set up: gloo on CPU, NCCL on CUDA."""
+    if not rt.distributed or dist.is_initialized():
+        return
+    backend = "nccl" if rt.device.type == "cuda" else "gloo"
+    if rt.device.type == "cuda":
+        torch.cuda.set_device(rt.device)
+    dist.init_process_group(backend=backend)
+
+
+def memory_format(rt: Runtime, spatial_dims: int) -> torch.memory_format:
+    if not rt.channels_last:
+        return torch.contiguous_format
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU + CUDA) generator states."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was)

@@ -1,0 +1,462 @@
+"""The training loop: exact resume, crash-safe checkpoints, mixed precision, DDP, logs.
+
+``train_run(cfg)`` trains one run folder (``ARCHITECTURE.md``). A checkpoint holds model, optimiser,
+scheduler, AMP scaler, epoch/step, the RNG states, the validated config and the best-metric tracker.
+Each epoch's data order and augmentation are a pure function of ``(seed, epoch)``, so a run resumed
+from an epoch-boundary checkpoint ends with the same weights as an uninterrupted one (deterministic
+mode, single process).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import math
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from medseg.config import ConfigError, RunConfig, build_config, config_diff, dump_config
+from medseg.engine import checkpoint as ckpt
+from medseg.engine.infer import forward_logits, labels_from_probabilities, probabilities, sliding_window_logits
+from medseg.engine.logs import RunLogger, environment_record, memory_mb
+from medseg.engine.optim import build_optimizer, build_scheduler, freeze_encoder
+from medseg.engine.runtime import (Runtime, eval_mode, init_distributed, make_runtime, memory_format,
+                                   rng_state, seed_everything, set_rng_state)
+from medseg.errors import CheckpointError, TrainingError
+from medseg.losses import create_loss
+from medseg.metrics import batch_dice
+from medseg.models import create_model
+
+
+# ----------------------------------------------------------------------------- construction
+def build_model(cfg: RunConfig) -> nn.Module:
+    """The model of a config; ``in_channels``/``out_channels`` default to the data's."""
+    import inspect
+
+    from medseg.models import MODELS
+
+    kwargs = dict(cfg.model.kwargs)
+    params = inspect.signature(MODELS.get(cfg.model.name)).parameters
+    if "in_channels" in params:
+        kwargs.setdefault("in_channels", cfg.data.in_channels)
+    if "out_channels" in params:
+        kwargs.setdefault("out_channels", cfg.data.num_classes)
+    return create_model(cfg.model.name, **kwargs)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def load_model_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load with an error naming the mismatched keys (a checkpoint from another model)."""
+    own = unwrap(model).state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        def few(items: list[str]) -> str:
+            return ", ".join(items[:8]) + (f" ... (+{len(items) - 8})" if len(items) > 8 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {few(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches: {few(shapes)}")
+        raise CheckpointError(f"{source} does not match model {type(unwrap(model)).__name__}: "
+                              + "; ".join(parts))
+    unwrap(model).load_state_dict(state_dict)
+
+
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
+    """Rebuild a model from a checkpoint alone (its config is inside)."""
+    state = ckpt.load_checkpoint(path)
+    cfg = build_config(state["config"])
+    model = build_model(cfg)
+    load_model_weights(model, state["model"], str(path))
+    return model.to(device).eval(), cfg
+
+
+# ------------------------------------------------------------------------------ run folder
+def prepare_run_dir(run_dir: Path, cfg: RunConfig, *, resume: bool, overwrite: bool, force: bool,
+                    is_main: bool) -> dict[str, Any] | None:
+    """Create or check the run folder; on resume return the checkpoint state to continue from."""
+    has_run = (run_dir / "config.yaml").is_file() or (run_dir / "checkpoints").is_dir()
+    if resume:
+        if not has_run:
+            raise CheckpointError(f"--resume: {run_dir} holds no run (no config.yaml or checkpoints/)")
+        last = run_dir / "checkpoints" / "last.pt"
+        state = ckpt.load_checkpoint(last)
+        diff = config_diff(state["config"], cfg.model_dump(mode="json"))
+        if diff and not force:
+            raise ConfigError("the config differs from the run being resumed:\n  " + "\n  ".join(diff)
+                              + "\nresume with the run's own config, or pass --force to accept the changes")
+        if diff and is_main:
+            print("resuming with a changed config (--force):\n  " + "\n  ".join(diff))
+        return state
+    if has_run and not overwrite:
+        raise ConfigError(f"{run_dir} already holds a run; use --resume to continue it or --overwrite to "
+                          "replace it (or choose another --output / name)")
+    if has_run and overwrite and is_main:
+        for sub in ("checkpoints", "logs", "predictions", "metrics"):
+            shutil.rmtree(run_dir / sub, ignore_errors=True)
+    return None
+
+
+# ----------------------------------------------------------------------------------- trainer
+class StopFlag:
+    """SIGINT/SIGTERM -> save at the next step boundary and exit cleanly (second Ctrl-C aborts)."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(f"\n{self.requested} received: saving a checkpoint at the next step boundary "
+              "(Ctrl-C again to abort without saving)", flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: Path, rt: Runtime, state: dict[str, Any] | None) -> None:
+        self.cfg, self.run_dir, self.rt = cfg, run_dir, rt
+        self.dims = 3 if (cfg.data.kind in ("synthetic3d", "nifti") and cfg.data.nifti.slice_axis is None) else 2
+        self.ckpt_dir = run_dir / "checkpoints"
+        seed_everything(cfg.train.seed + rt.rank * 0, cfg.train.deterministic)
+        model = build_model(cfg)
+        if cfg.train.freeze_encoder:
+            freeze_encoder(model)
+        if cfg.train.sync_bn and rt.distributed:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(rt.device)
+        if self.dims in (2, 3):
+            model = model.to(memory_format=memory_format(rt, self.dims))
+        self.optimizer = build_optimizer(model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.train.epochs)
+        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.use_scaler)
+        self.loss_fn = create_loss(cfg.loss, num_classes=cfg.data.num_classes).to(rt.device)
+        self.requires = set(getattr(self.loss_fn, "requires", set()) or set())
+        self.model = model
+        if rt.distributed:
+            ids = [rt.device.index] if rt.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.best = {"metric": cfg.train.best_metric, "mode": cfg.train.best_mode, "value": None, "epoch": None}
+        if state is not None:
+            self._restore(state)
+        self.logger = RunLogger(run_dir / "logs", enabled=rt.is_main, tensorboard=cfg.train.tensorboard)
+        if state is not None:
+            self.logger.resume(self.epoch, self.global_step)
+
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": "medseg-checkpoint-1",
+            "model_name": self.cfg.model.name,
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "rng": rng_state(),
+            "config": self.cfg.model_dump(mode="json"),
+            "best": dict(self.best),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("model_name") != self.cfg.model.name:
+            raise CheckpointError(f"the checkpoint is of model '{state.get('model_name')}', the config asks "
+                                  f"for '{self.cfg.model.name}'")
+        load_model_weights(self.model, state["model"], "the checkpoint")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step = state["global_step"]
+        self.best = state["best"]
+        self._rng_to_restore = state["rng"]
+        set_rng_state(state["rng"])
+
+    def save(self, tag: str | None = None, best: bool = False) -> None:
+        if not self.rt.is_main:
+            return
+        state = self.state_dict()
+        ckpt.save_checkpoint(state, self.ckpt_dir / "last.pt")
+        if tag:
+            ckpt.save_checkpoint(state, self.ckpt_dir / f"{tag}.pt")
+            ckpt.prune_epoch_checkpoints(self.ckpt_dir, self.cfg.train.keep_last)
+        if best:
+            ckpt.save_checkpoint(state, self.ckpt_dir / "best.pt")
+
+    # ---------------------------------------------------------------- loop
+    def fit(self) -> dict[str, Any]:
+        from medseg.data import build_loader
+
+        cfg, rt = self.cfg, self.rt
+        sampler = None
+        probe = build_loader(cfg.data, "train", seed=cfg.train.seed, epoch=0)
+        if rt.distributed:
+            from torch.utils.data.distributed import DistributedSampler
+
+            sampler = DistributedSampler(probe.dataset, num_replicas=rt.world_size, rank=rt.rank,
+                                         shuffle=True, seed=cfg.train.seed, drop_last=True)
+        steps = len(probe) if sampler is None else math.ceil(len(sampler) / cfg.data.batch_size)
+        if cfg.train.max_steps_per_epoch:
+            steps = min(steps, cfg.train.max_steps_per_epoch)
+        del probe
+        bar = self._progress(total=steps * cfg.train.epochs, initial=steps * self.epoch + self.step_in_epoch)
+        status = "finished"
+        with StopFlag() as stop:
+            while self.epoch < cfg.train.epochs:
+                if hasattr(self.loss_fn, "set_epoch"):
+                    self.loss_fn.set_epoch(self.epoch)
+                if sampler is not None:
+                    sampler.set_epoch(self.epoch)
+                loader = build_loader(cfg.data, "train", seed=cfg.train.seed, epoch=self.epoch, sampler=sampler)
+                interrupted = self._train_epoch(loader, steps, bar, stop)
+                if interrupted:
+                    self.save()
+                    status = "interrupted"
+                    if rt.is_main:
+                        print(f"checkpoint saved to {self.ckpt_dir / 'last.pt'} (epoch {self.epoch}, step "
+                              f"{self.step_in_epoch}); continue with: medseg train --resume {self.run_dir}")
+                    break
+                self._end_epoch(steps)
+        bar.close()
+        self.logger.close()
+        return {"run_dir": str(self.run_dir), "status": status, "best_metric": self.best["value"],
+                "best_epoch": self.best["epoch"], "metric": self.best["metric"], "epochs": self.epoch}
+
+    def _progress(self, total: int, initial: int):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, initial=initial, disable=not (self.rt.is_main and self.cfg.train.progress),
+                    desc="train", unit="step", dynamic_ncols=True, leave=True,
+                    mininterval=0.5 if sys.stderr.isatty() else 10.0)
+
+    def _train_epoch(self, loader, steps: int, bar, stop: StopFlag) -> bool:
+        cfg, rt = self.cfg, self.rt
+        self.model.train()
+        skip = self.step_in_epoch
+        sums: dict[str, float] = {}
+        count, t0, images_seen = 0, time.perf_counter(), 0
+        acc = cfg.train.accumulate
+        for step, batch in enumerate(loader):
+            if step >= steps:
+                break
+            if step < skip:  # mid-epoch resume: replay the data order, then restore the RNG
+                if step == skip - 1:
+                    set_rng_state(self._rng_to_restore)
+                continue
+            terms = self._train_step(batch, step, last=(step + 1 == steps))
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            images_seen += batch["image"].shape[0]
+            self.step_in_epoch = step + 1
+            self.global_step += 1
+            bar.update(1)
+            bar.set_postfix(epoch=self.epoch, loss=f"{terms['loss']:.4f}")
+            if self.global_step % cfg.train.log_every == 0:
+                elapsed = time.perf_counter() - t0
+                self.logger.step({"epoch": self.epoch, "step": step, "global_step": self.global_step,
+                                  **{f"loss/{k}" if k != "loss" else k: v for k, v in terms.items()},
+                                  "lr": self.optimizer.param_groups[0]["lr"],
+                                  "images_per_s": images_seen * rt.world_size / max(elapsed, 1e-9),
+                                  "memory_mb": memory_mb(rt.device)})
+            if self._stop_everywhere(stop):
+                return True
+            if (step + 1) % acc and step + 1 != steps:
+                continue
+        self._epoch_train = {k: v / max(count, 1) for k, v in sums.items()}
+        self._epoch_time = time.perf_counter() - t0
+        self._epoch_images = images_seen * rt.world_size
+        return False
+
+    def _stop_everywhere(self, stop: StopFlag) -> bool:
+        flag = stop.requested is not None
+        if self.rt.distributed:
+            t = torch.tensor([float(flag)], device=self.rt.device)
+            dist.all_reduce(t)
+            flag = bool(t.item() > 0)
+        return flag
+
+    def _train_step(self, batch: dict[str, Any], step: int, last: bool) -> dict[str, float]:
+        cfg, rt = self.cfg, self.rt
+        images = batch["image"].to(rt.device, non_blocking=True).contiguous(
+            memory_format=memory_format(rt, self.dims))
+        batch = {**batch, "image": images, "label": batch["label"].to(rt.device, non_blocking=True)}
+        for key in self.requires:
+            if key in batch and torch.is_tensor(batch[key]):
+                batch[key] = batch[key].to(rt.device, non_blocking=True)
+        if self.requires:
+            from medseg.ops import prepare_targets
+
+            batch = prepare_targets(batch, self.requires, num_classes=cfg.data.num_classes)
+        with rt.autocast():
+            outputs = self.model(images)
+        terms = self.loss_fn(outputs, batch)
+        loss = terms["loss"]
+        self._check_finite(loss, batch, step)
+        (self.scaler.scale(loss / cfg.train.accumulate)).backward()
+        if (step + 1) % cfg.train.accumulate == 0 or last:
+            if cfg.train.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def _check_finite(self, loss: torch.Tensor, batch: dict[str, Any], step: int) -> None:
+        ok = torch.isfinite(loss.detach()).float()
+        if self.rt.distributed:
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if ok.item() < 1:
+            ids = [m.get("id") for m in batch.get("meta", [])]
+            last = self.ckpt_dir / "last.pt"
+            kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+            raise TrainingError(f"non-finite loss ({float(loss):.4g}) at epoch {self.epoch}, step {step} "
+                                f"(global step {self.global_step}), batch cases {ids}; training stopped, {kept}. "
+                                "Lower optim.lr, set train.grad_clip, or check these cases.")
+
+    def _end_epoch(self, steps: int) -> None:
+        cfg, rt = self.cfg, self.rt
+        self.scheduler.step()
+        record: dict[str, Any] = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+                                  **{f"train_{k}": v for k, v in self._epoch_train.items()},
+                                  "train_time_s": round(self._epoch_time, 3),
+                                  "images_per_s": round(self._epoch_images / max(self._epoch_time, 1e-9), 3),
+                                  "memory_mb": round(memory_mb(rt.device), 1)}
+        is_best = False
+        if (self.epoch + 1) % cfg.train.val_every == 0 or self.epoch + 1 == cfg.train.epochs:
+            val = validate(self.model, cfg, rt, self.dims, self.loss_fn)
+            record.update({f"val_{k}": v for k, v in val.items()})
+            is_best = self._update_best(val)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.logger.epoch(record)
+        tag = f"epoch_{self.epoch:03d}" if self.epoch % cfg.train.save_every == 0 else None
+        self.save(tag=tag, best=is_best)
+
+    def _update_best(self, val: dict[str, float]) -> bool:
+        name = self.best["metric"]
+        if name not in val:
+            raise ConfigError(f"train.best_metric '{name}' is not computed in validation; "
+                              f"choose one of {sorted(val)}")
+        value = val[name]
+        if value is None or not np.isfinite(value):
+            return False
+        current = self.best["value"]
+        better = current is None or (value > current if self.best["mode"] == "max" else value < current)
+        if better:
+            self.best.update(value=float(value), epoch=self.epoch)
+        return better
+
+
+# ------------------------------------------------------------------------------- validation
+class _RankSubset(torch.utils.data.Sampler):
+    """Cases rank, rank + world, ...: every validation case exactly once across ranks (no padding)."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def validate(model: nn.Module, cfg: RunConfig, rt: Runtime, dims: int, loss_fn: nn.Module | None = None
+             ) -> dict[str, float]:
+    """Mean per-case Dice (foreground classes, NaN-aware) and loss on the validation split."""
+    from medseg.data import build_loader, cached_dataset
+
+    dataset = cached_dataset(cfg.data, "val")
+    loader = build_loader(cfg.data, "val", seed=cfg.train.seed, dataset=dataset,
+                          sampler=_RankSubset(len(dataset), rt.rank, rt.world_size))
+    volumes = bool(getattr(dataset, "whole_volumes", False)) and dims == 3
+    rows: list[tuple[str, list[float], float]] = []
+    with eval_mode(model):
+        for batch in loader:
+            images = batch["image"]
+            if volumes:
+                roi = cfg.eval.sliding_window or cfg.data.nifti.patch_size or list(images.shape[2:])
+                logits = sliding_window_logits(model, images, roi, cfg.eval.overlap, rt)
+            else:
+                logits = forward_logits(model, images, rt)
+            label = batch["label"].to(rt.device)
+            loss = float(loss_fn(logits, {**batch, "label": label})["loss"]) if (
+                loss_fn is not None and not getattr(loss_fn, "requires", None)) else float("nan")
+            pred = labels_from_probabilities(probabilities(logits), cfg.eval.threshold)
+            gt = label[:, 0].long() if cfg.data.num_classes == 1 else label.long()
+            dice = batch_dice(pred, gt, cfg.data.num_classes).cpu().numpy()
+            for m, d in zip(batch["meta"], dice):
+                rows.append((str(m.get("id")), [float(x) for x in d], loss))
+    if rt.distributed:
+        gathered: list[Any] = [None] * rt.world_size
+        dist.all_gather_object(gathered, rows)
+        rows = [r for part in gathered for r in part]
+    per_case = np.array([np.nanmean(d) if not np.all(np.isnan(d)) else np.nan for _, d, _ in rows])
+    # a binary case with empty prediction and empty GT is a perfect 1 (metrics-policy)
+    if cfg.data.num_classes == 1:
+        per_case = np.where(np.isnan(per_case), 1.0, per_case)
+    losses = np.array([l for _, _, l in rows])
+    return {"dice": float(np.nanmean(per_case)) if per_case.size else float("nan"),
+            "loss": float(np.nanmean(losses)) if np.isfinite(losses).any() else float("nan"),
+            "cases": len(rows)}
+
+
+# ------------------------------------------------------------------------------------ entry
+def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False,
+              overwrite: bool = False, force: bool = False) -> dict[str, Any]:
+    """Train the run described by ``cfg`` into ``run_dir`` (default ``output_dir/name``)."""
+    rt = make_runtime(cfg.train, 2)
+    init_distributed(rt)
+    run_dir = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.name
+    try:
+        state = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite, force=force,
+                                is_main=rt.is_main)
+        if rt.is_main:
+            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_text(dump_config(cfg), run_dir / "config.yaml")
+            env = environment_record(rt.describe(), cfg.train.seed, {"world_size": rt.world_size})
+            ckpt.atomic_write_text(json.dumps(env, indent=2), run_dir / "env.json")
+        if rt.distributed:
+            dist.barrier()
+        trainer = Trainer(cfg, run_dir, rt, state)
+        if rt.is_main and cfg.train.progress:
+            print(f"training {cfg.model.name} on {cfg.data.kind} ({rt.describe()}) -> {run_dir}")
+        result = trainer.fit()
+        if rt.distributed:
+            dist.barrier()
+        return result
+    finally:
+        if rt.distributed and dist.is_initialized():
+            dist.destroy_process_group()
