@@ -1,9 +1,481 @@
-"""3-D datasets (NIfTI, synthetic 3-D): placeholder until the volume readers land."""
+"""3-D datasets: NIfTI volumes (nnU-Net/MSD, case-folder and flat layouts) and synthetic 3-D cases.
+
+Items depend on the split and on ``nifti.slice_axis``:
+
+- no slice axis, train: ``nifti.patch_size`` patches (whole volume when None), ``samples_per_volume``
+  per volume per epoch; with probability ``fg_oversample`` the patch is centred on a random foreground
+  voxel (nnU-Net's oversampling), otherwise anywhere; random flips on every axis (``augment.hflip``).
+- no slice axis, val/test: whole volumes (``whole_volumes = True``).
+- slice axis, train: 2-D slices along that axis, a foreground slice with probability ``fg_oversample``;
+  cropped to a 2-entry ``patch_size`` (foreground-centred likewise) or resized to ``image_size``; then
+  the 2-D geometric augmentation.
+- slice axis, val/test: whole volumes (``slice_eval: volume``, meta ``slice_axis``) or every slice as a
+  2-D item resized to ``image_size`` (``slice_eval: slices``, meta ``slice_index``).
+
+Intensities are normalised per volume when read (see :func:`normalize_volume`).
+"""
 from __future__ import annotations
 
-from medseg.config import DataConfig
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from medseg.config import DataConfig, NiftiConfig
+from medseg.data.io import check_labels
+from medseg.data.nifti_io import load_nifti
+from medseg.data.splits import split_ids
+from medseg.data.synthetic import make_case
+from medseg.data.transforms import (
+    apply_augment_2d,
+    build_augment_2d,
+    normalize_image,
+    random_flip_nd,
+    sample_seed,
+)
 from medseg.errors import DataError
 
+NII = (".nii.gz", ".nii")
+_MAX_FG = 200_000  # foreground voxel indices kept per volume for oversampling
 
-def build_volume_dataset(cfg: DataConfig, split: str):
-    raise DataError(f"data.kind '{cfg.kind}' is not available yet")
+
+@dataclass
+class VolumeCase:
+    """One case on disk: channel files (or one 4-D file) and the label file."""
+
+    id: str
+    images: list[Path]
+    label: Path | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _strip_nii(name: str) -> str:
+    for ext in NII:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def _nii_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.endswith(NII) and not p.name.startswith("."))
+
+
+# ----------------------------------------------------------------------------------- discovery
+def discover(root: Path, cfg: DataConfig) -> list[VolumeCase]:
+    """Cases under ``root`` for the configured (or detected) layout; errors name folders and files."""
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root} (set data.root)")
+    layout = cfg.nifti.layout
+    if layout == "auto":
+        img_dir = root / cfg.images_dir
+        if (root / "imagesTr").is_dir():
+            layout = "nnunet"
+        elif img_dir.is_dir() and any(p.is_dir() for p in img_dir.iterdir()):
+            layout = "case_folders"
+        else:
+            layout = "flat"
+    cases = {"nnunet": _nnunet, "case_folders": _case_folders, "flat": _flat}[layout](root, cfg)
+    if not cases:
+        raise DataError(f"no NIfTI cases found in {root} (layout '{layout}'): the dataset has no pairs")
+    return cases
+
+
+def _nnunet(root: Path, cfg: DataConfig) -> list[VolumeCase]:
+    """``imagesTr/<case>_0000.nii.gz`` (+ ``_0001`` ...) with ``labelsTr/<case>.nii.gz``; MSD 4-D files
+    (``imagesTr/<case>.nii.gz``) are also accepted. ``dataset.json``'s modality is recorded in meta."""
+    img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
+    for d in (img_dir, lab_dir):
+        if not d.is_dir():
+            raise DataError(f"folder not found: {d} (nnU-Net layout needs imagesTr/ and labelsTr/)")
+    info = {}
+    if (root / "dataset.json").is_file():
+        try:
+            info = json.loads((root / "dataset.json").read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"{root / 'dataset.json'}: not valid JSON ({err})") from None
+    modality = info.get("channel_names") or info.get("modality") or {}
+    groups: dict[str, list[Path]] = {}
+    for p in _nii_files(img_dir):
+        stem = _strip_nii(p.name)
+        base = stem[:-5] if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit() else stem
+        groups.setdefault(base, []).append(p)
+    if cfg.nifti.channels:
+        wanted = cfg.nifti.channels
+        groups = {k: [p for s in wanted for p in v if _strip_nii(p.name).endswith(s)] for k, v in groups.items()}
+    labels = {_strip_nii(p.name): p for p in _nii_files(lab_dir)}
+    unpaired = sorted(k for k in groups if k not in labels)
+    if unpaired:
+        raise DataError(
+            f"{len(unpaired)} cases in {img_dir} have no label in {lab_dir}, first: {unpaired[:5]}; "
+            "add the labels or remove the images"
+        )
+    meta = {"channel_names": modality} if modality else {}
+    return [VolumeCase(k, groups[k], labels[k], dict(meta)) for k in sorted(groups)]
+
+
+def _case_folders(root: Path, cfg: DataConfig) -> list[VolumeCase]:
+    """``images/<case>/<channel>.nii.gz`` with ``masks/<case>/<label>.nii.gz`` (DeepMedic's BraTS)."""
+    img_dir, lab_dir = root / cfg.images_dir, root / cfg.masks_dir
+    if not lab_dir.is_dir():
+        raise DataError(f"folder not found: {lab_dir} (set data.masks_dir)")
+    cases, unpaired = [], []
+    for case_dir in sorted(p for p in img_dir.iterdir() if p.is_dir()):
+        files = _nii_files(case_dir)
+        if cfg.nifti.channels:
+            by_name = {p.name: p for p in files}
+            missing = [c for c in cfg.nifti.channels if c not in by_name]
+            if missing:
+                raise DataError(f"{case_dir}: channel files {missing} not found (nifti.channels); found {list(by_name)}")
+            files = [by_name[c] for c in cfg.nifti.channels]
+        lab_case = lab_dir / case_dir.name
+        labs = _nii_files(lab_case) if lab_case.is_dir() else []
+        if cfg.nifti.label_file:
+            labs = [p for p in labs if p.name == cfg.nifti.label_file]
+        if len(labs) != 1:
+            unpaired.append(case_dir.name)
+            continue
+        cases.append(VolumeCase(case_dir.name, files, labs[0]))
+    if unpaired:
+        raise DataError(
+            f"{len(unpaired)} cases in {img_dir} have no single label file in {lab_dir}/<case>/ "
+            f"(set nifti.label_file when there are several), first: {unpaired[:5]}"
+        )
+    return cases
+
+
+def _flat(root: Path, cfg: DataConfig) -> list[VolumeCase]:
+    """``images/<case>.nii.gz`` with ``masks/<case><mask_suffix>.nii.gz``."""
+    img_dir, lab_dir = root / cfg.images_dir, root / cfg.masks_dir
+    for d, key in ((img_dir, "images_dir"), (lab_dir, "masks_dir")):
+        if not d.is_dir():
+            raise DataError(f"folder not found: {d} (set data.{key} or nifti.layout)")
+    labels = {}
+    for p in _nii_files(lab_dir):
+        stem = _strip_nii(p.name)
+        if cfg.mask_suffix and stem.endswith(cfg.mask_suffix):
+            stem = stem[: -len(cfg.mask_suffix)]
+        labels[stem] = p
+    images = {_strip_nii(p.name): p for p in _nii_files(img_dir)}
+    unpaired = sorted(k for k in images if k not in labels)
+    if unpaired:
+        raise DataError(
+            f"{len(unpaired)} images in {img_dir} have no label in {lab_dir}, first: "
+            f"{[images[k].name for k in unpaired[:5]]}; add the labels or set data.mask_suffix"
+        )
+    return [VolumeCase(k, [images[k]], labels[k]) for k in sorted(images)]
+
+
+# ------------------------------------------------------------------------------- normalisation
+def normalize_volume(image: np.ndarray, cfg: NiftiConfig) -> np.ndarray:
+    """Per-volume intensity normalisation of ``C x *S`` (nnU-Net's schemes, statistics per volume).
+
+    - ``CT``: clip to ``window`` (HU, when given), then z-score ``(x - mean) / std`` over the volume;
+    - ``MRI``: per channel, z-score using the mean/std of the non-zero voxels; zero voxels stay 0
+      (background outside the head after skull stripping);
+    - ``none``: unchanged.
+    """
+    image = image.astype(np.float32, copy=False)
+    if cfg.modality == "CT":
+        if cfg.window is not None:
+            image = np.clip(image, cfg.window[0], cfg.window[1])
+        return ((image - image.mean()) / max(float(image.std()), 1e-6)).astype(np.float32)
+    if cfg.modality == "MRI":
+        out = np.zeros_like(image)
+        for c in range(image.shape[0]):
+            ch = image[c]
+            nz = ch != 0
+            if nz.any():
+                vals = ch[nz]
+                out[c][nz] = (vals - vals.mean()) / max(float(vals.std()), 1e-6)
+        return out
+    return image
+
+
+def remap_labels(label: np.ndarray, mapping: dict[int, int] | None) -> np.ndarray:
+    """Apply ``{old: new}`` to an integer label array with one vectorised lookup."""
+    if not mapping:
+        return label
+    lo = min(0, int(label.min(initial=0)))
+    table = np.arange(lo, max(int(label.max(initial=0)), max(mapping)) + 1, dtype=np.int64)
+    for old, new in mapping.items():
+        table[int(old) - lo] = int(new)
+    return table[label - lo]
+
+
+# ------------------------------------------------------------------------------------ datasets
+class VolumeDataset(Dataset):
+    """Volumes read by ``_read(k) -> (image C x *S float32, label *S int64, meta)``; see module doc."""
+
+    def __init__(self, cfg: DataConfig, split: str, ids: list[str], name: str) -> None:
+        self.cfg, self.split, self.name = cfg, split, name
+        self.case_ids = list(ids)
+        self.train = split == "train"
+        self.binary = cfg.num_classes == 1
+        n = cfg.nifti
+        self.axis = n.slice_axis
+        self.slices_eval = self.axis is not None and not self.train and n.slice_eval == "slices"
+        self.whole_volumes = not self.train and not self.slices_eval
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, dict[str, Any], np.ndarray]] = {}
+        aug = cfg.augment.model_copy(update={"brightness": 0.0, "contrast": 0.0, "crop_scale": None})
+        self.augment2d = build_augment_2d(aug, cfg.image_size[-2:], 1) if self.train and self.axis is not None else None
+        self._slices: list[tuple[int, int]] | None = None
+
+    @property
+    def _slice_index(self) -> list[tuple[int, int]]:
+        """``(volume, slice)`` pairs of ``slice_eval: slices`` (reads every volume once)."""
+        if self._slices is None:
+            self._slices = [(k, s) for k in range(len(self.case_ids)) for s in self._slices_of(k)]
+        return self._slices
+
+    # ---------------------------------------------------------------------------- bookkeeping
+    @property
+    def ids(self) -> list[str]:
+        if self.slices_eval:
+            return [f"{self.case_ids[k]}_s{s:04d}" for k, s in self._slice_index]
+        if self.train:
+            spv = self.cfg.nifti.samples_per_volume
+            return [f"{c}_p{j}" for c in self.case_ids for j in range(spv)]
+        return list(self.case_ids)
+
+    def __len__(self) -> int:
+        if self.slices_eval:
+            return len(self._slice_index)
+        return len(self.case_ids) * (self.cfg.nifti.samples_per_volume if self.train else 1)
+
+    def _read(self, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        raise NotImplementedError
+
+    def volume(self, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any], np.ndarray]:
+        """``(image, label, meta, fg_index)`` of volume ``k`` (cached when ``cfg.cache``)."""
+        if k in self._cache:
+            return self._cache[k]
+        image, label, meta = self._read(k)
+        if image.shape[1:] != label.shape:
+            raise DataError(
+                f"case '{self.case_ids[k]}': image {meta.get('path')} has spatial shape {image.shape[1:]} but "
+                f"its label {meta.get('label_path', '')} has {label.shape}; they must match"
+            )
+        image = self._match_channels(image, meta)
+        fg = np.flatnonzero(label > 0)
+        if fg.size > _MAX_FG:
+            fg = fg[np.random.default_rng(0).choice(fg.size, _MAX_FG, replace=False)]
+        out = (image, label, meta, fg)
+        if self.cfg.cache:
+            self._cache[k] = out
+        return out
+
+    def _match_channels(self, image: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+        want = self.cfg.in_channels
+        if image.shape[0] == want:
+            return image
+        if image.shape[0] == 1:
+            return np.repeat(image, want, axis=0)
+        raise DataError(
+            f"case '{meta['id']}' has {image.shape[0]} channels but data.in_channels is {want}; "
+            f"set data.in_channels={image.shape[0]} or pick channels with nifti.channels"
+        )
+
+    def warm_cache(self) -> None:
+        if self.cfg.cache:
+            for k in range(len(self.case_ids)):
+                self.volume(k)
+
+    def _slices_of(self, k: int) -> list[int]:
+        _, label, _, _ = self.volume(k)
+        if not self.cfg.nifti.slice_fg_only:
+            return list(range(label.shape[self.axis]))
+        other = tuple(d for d in range(label.ndim) if d != self.axis)
+        return np.flatnonzero((label > 0).any(axis=other)).tolist()
+
+    def read_original(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """The label at original resolution: the volume (or, with ``slice_eval: slices``, the slice)."""
+        if self.slices_eval:
+            k, s = self._slice_index[i]
+            _, label, meta, _ = self.volume(k)
+            return self._out_label(np.take(label, s, axis=self.axis)), self._slice_meta(meta, s, i)
+        k = i // self.cfg.nifti.samples_per_volume if self.train else i
+        _, label, meta, _ = self.volume(k)
+        return self._out_label(label), dict(meta)
+
+    def _out_label(self, label: np.ndarray) -> np.ndarray:
+        return (label > 0).astype(np.uint8) if self.binary else label
+
+    def _slice_meta(self, meta: dict[str, Any], s: int, i: int | None = None) -> dict[str, Any]:
+        plane = [d for d in range(3) if d != self.axis]
+        out = dict(meta, slice_axis=self.axis, slice_index=int(s))
+        out["spacing"] = tuple(meta["spacing"][d] for d in plane)
+        out["original_shape"] = tuple(meta["original_shape"][d] for d in plane)
+        out["volume_id"] = meta["id"]
+        out["id"] = f"{meta['id']}_s{s:04d}"
+        return out
+
+    # -------------------------------------------------------------------------------- samples
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        i, seed = key if isinstance(key, tuple) else (int(key), sample_seed(0, 0, int(key), 0))
+        if self.slices_eval:
+            k, s = self._slice_index[i]
+            image, label, meta, _ = self.volume(k)
+            img = torch.from_numpy(np.ascontiguousarray(np.take(image, s, axis=self.axis + 1)))
+            lab = torch.from_numpy(np.ascontiguousarray(np.take(label, s, axis=self.axis)))
+            img, lab = self._resize2d(img, lab)
+            return self._sample(img, lab, self._slice_meta(meta, s))
+        if not self.train:
+            image, label, meta, _ = self.volume(i)
+            meta = dict(meta, slice_axis=self.axis) if self.axis is not None else dict(meta)
+            return self._sample(torch.from_numpy(image), torch.from_numpy(label), meta)
+        k = i // self.cfg.nifti.samples_per_volume
+        rng = np.random.default_rng(seed)
+        if self.axis is None:
+            return self._patch(k, rng, seed)
+        return self._train_slice(k, rng, seed)
+
+    def _sample(self, image: torch.Tensor, label: torch.Tensor, meta: dict[str, Any]) -> dict[str, Any]:
+        label = (label > 0).float()[None] if self.binary else label.long()
+        return {"image": image.float().contiguous(), "label": label.contiguous(), "meta": meta}
+
+    def _centre(self, rng: np.random.Generator, shape: tuple[int, ...], fg: np.ndarray, full: tuple[int, ...]):
+        """A voxel index: random foreground voxel with probability ``fg_oversample``, else uniform."""
+        if fg.size and rng.random() < self.cfg.nifti.fg_oversample:
+            return np.unravel_index(int(fg[rng.integers(fg.size)]), full)
+        return tuple(int(rng.integers(s)) for s in shape)
+
+    def _patch(self, k: int, rng: np.random.Generator, seed: int) -> dict[str, Any]:
+        image, label, meta, fg = self.volume(k)
+        size = self.cfg.nifti.patch_size or list(label.shape)
+        centre = self._centre(rng, label.shape, fg, label.shape)
+        img, lab, origin = crop_around(image, label, centre, size)
+        timg, tlab = torch.from_numpy(img), torch.from_numpy(lab)
+        if self.cfg.augment.enabled:
+            timg, tlab = random_flip_nd(timg, tlab, rng, [self.cfg.augment.hflip] * 3)
+        return self._sample(timg, tlab, dict(meta, patch_origin=origin, aug_seed=seed))
+
+    def _train_slice(self, k: int, rng: np.random.Generator, seed: int) -> dict[str, Any]:
+        image, label, meta, fg = self.volume(k)
+        ax = self.axis
+        fg_slices = np.unique(np.unravel_index(fg, label.shape)[ax]) if fg.size else np.zeros(0, int)
+        candidates = fg_slices if self.cfg.nifti.slice_fg_only and fg_slices.size else None
+        if fg_slices.size and (candidates is not None or rng.random() < self.cfg.nifti.fg_oversample):
+            s = int(fg_slices[rng.integers(fg_slices.size)])
+        else:
+            s = int(rng.integers(label.shape[ax]))
+        img = np.take(image, s, axis=ax + 1)
+        lab = np.take(label, s, axis=ax)
+        patch = self.cfg.nifti.patch_size
+        if patch is not None and len(patch) == 2:
+            fg2 = np.flatnonzero(lab > 0)
+            centre = self._centre(rng, lab.shape, fg2, lab.shape)
+            img, lab, _ = crop_around(img, lab, centre, patch)
+            timg, tlab = torch.from_numpy(img), torch.from_numpy(lab)
+        else:
+            timg, tlab = self._resize2d(torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(np.ascontiguousarray(lab)))
+        if self.augment2d is not None:
+            timg, tlab = apply_augment_2d(self.augment2d, timg, tlab, seed)
+        return self._sample(timg, tlab, dict(self._slice_meta(meta, s), aug_seed=seed))
+
+    def _resize2d(self, img: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        size = tuple(self.cfg.image_size[-2:])
+        if tuple(img.shape[-2:]) == size:
+            return img, lab
+        img = F.interpolate(img[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+        lab = F.interpolate(lab[None, None].float(), size=size, mode="nearest")[0, 0].long()
+        return img, lab
+
+
+def crop_around(
+    image: np.ndarray, label: np.ndarray, centre, size
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Crop ``size`` around ``centre`` (shifted to stay inside), zero-padding axes shorter than ``size``.
+
+    ``image`` is ``C x *S``, ``label`` ``*S``; returns the crops and the start index (negative = padded).
+    """
+    shape = label.shape
+    start = [int(np.clip(c - s // 2, min(0, d - s), max(0, d - s))) for c, s, d in zip(centre, size, shape)]
+    pad_lo = [max(0, -st) for st in start]
+    src = tuple(slice(max(0, st), min(d, st + s)) for st, s, d in zip(start, size, shape))
+    img = np.zeros((image.shape[0], *size), dtype=image.dtype)
+    lab = np.zeros(tuple(size), dtype=label.dtype)
+    dst = tuple(slice(p, p + (sl.stop - sl.start)) for p, sl in zip(pad_lo, src))
+    img[(slice(None), *dst)] = image[(slice(None), *src)]
+    lab[dst] = label[src]
+    return img, lab, tuple(start)
+
+
+class NiftiVolumes(VolumeDataset):
+    """NIfTI cases found by :func:`discover`; the spacing and affine come from the image header."""
+
+    def __init__(self, cfg: DataConfig, split: str) -> None:
+        if cfg.root is None:
+            raise DataError("data.kind is 'nifti' but data.root is not set; give the dataset folder")
+        root = Path(cfg.root).expanduser()
+        cases = {c.id: c for c in discover(root, cfg)}
+        ids = split_ids(sorted(cases), cfg.split, split, root)
+        super().__init__(cfg, split, ids, cfg.name or root.name)
+        self.cases = [cases[i] for i in ids]
+
+    def _read(self, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        case = self.cases[k]
+        arrays, spacing, affine = [], None, None
+        for path in case.images:
+            arr, sp, aff, _ = load_nifti(path, np.float32)
+            arr = np.moveaxis(arr, -1, 0) if arr.ndim == 4 else arr[None]  # MSD 4-D: channels last
+            if spacing is not None and arr.shape[1:] != arrays[0].shape[1:]:
+                raise DataError(f"case '{case.id}': channel {path} has shape {arr.shape[1:]}, first channel {arrays[0].shape[1:]}")
+            spacing, affine = (spacing or sp), (affine if affine is not None else aff)
+            arrays.append(arr)
+        image = normalize_volume(np.concatenate(arrays, axis=0), self.cfg.nifti)
+        raw, _, _, _ = load_nifti(case.label)
+        if np.issubdtype(raw.dtype, np.floating):
+            raw = np.rint(raw)
+        label = remap_labels(raw.astype(np.int64), self.cfg.nifti.label_map)
+        if not self.binary:
+            check_labels(label, self.cfg.num_classes, case.label)
+        meta = {
+            "id": case.id,
+            "dataset": self.name,
+            "modality": self.cfg.modality or self.cfg.nifti.modality,
+            "spacing": tuple(spacing),
+            "original_shape": tuple(int(s) for s in label.shape),
+            "path": str(case.images[0]),
+            "label_path": str(case.label),
+            "affine": np.asarray(affine).tolist(),
+            **case.meta,
+        }
+        return image, label, meta
+
+
+class Synthetic3D(VolumeDataset):
+    """Seeded synthetic 3-D cases of shape ``image_size`` (3 entries) or ``(32, H, W)`` for 2 entries."""
+
+    def __init__(self, cfg: DataConfig, split: str) -> None:
+        s = cfg.synthetic
+        n = {"train": s.n_train, "val": s.n_val, "test": s.n_test}[split]
+        self.shape = tuple(cfg.image_size) if len(cfg.image_size) == 3 else (32, *cfg.image_size)
+        super().__init__(cfg, split, [f"synth3d_{split}_{k:04d}" for k in range(n)], cfg.name or "synthetic3d")
+
+    def _read(self, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        s = self.cfg.synthetic
+        image, label = make_case(
+            self.shape, seed=s.seed, split=self.split, index=k, num_classes=self.cfg.num_classes,
+            channels=self.cfg.in_channels, noise=s.noise, contrast=s.contrast,
+        )
+        image = normalize_image(torch.from_numpy(image), self.cfg.normalize).numpy()
+        meta = {
+            "id": self.case_ids[k],
+            "dataset": self.name,
+            "modality": self.cfg.modality or "synthetic",
+            "spacing": (1.0, 1.0, 1.0),
+            "original_shape": self.shape,
+            "path": f"synthetic://{self.case_ids[k]}",
+            "affine": np.eye(4).tolist(),
+        }
+        return image, label.astype(np.int64), meta
+
+
+def build_volume_dataset(cfg: DataConfig, split: str) -> VolumeDataset:
+    """``NiftiVolumes`` for kind ``nifti``, ``Synthetic3D`` for ``synthetic3d``."""
+    return NiftiVolumes(cfg, split) if cfg.kind == "nifti" else Synthetic3D(cfg, split)
