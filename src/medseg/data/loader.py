@@ -163,4 +163,5 @@ def build_loader(
         drop_last=drop_last,
         pin_memory=False,
         persistent_workers=False,
+        generator=torch.Generator().manual_seed(sample_seed(seed, epoch, 1)),  # not the global RNG
     )
