@@ -389,12 +389,13 @@ class VolumeDataset(Dataset):
 def crop_around(
     image: np.ndarray, label: np.ndarray, centre, size
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Crop ``size`` around ``centre`` (shifted to stay inside), zero-padding axes shorter than ``size``.
+    """Crop ``size`` around ``centre`` (shifted to stay inside); an axis shorter than ``size`` is
+    zero-padded on both sides (centred).
 
     ``image`` is ``C x *S``, ``label`` ``*S``; returns the crops and the start index (negative = padded).
     """
     shape = label.shape
-    start = [int(np.clip(c - s // 2, min(0, d - s), max(0, d - s))) for c, s, d in zip(centre, size, shape)]
+    start = [(d - s) // 2 if d < s else int(np.clip(c - s // 2, 0, d - s)) for c, s, d in zip(centre, size, shape)]
     pad_lo = [max(0, -st) for st in start]
     src = tuple(slice(max(0, st), min(d, st + s)) for st, s, d in zip(start, size, shape))
     img = np.zeros((image.shape[0], *size), dtype=image.dtype)
