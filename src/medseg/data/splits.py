@@ -35,7 +35,8 @@ def _carve_val(train: list[str], fraction: float, seed: int) -> tuple[list[str],
 
 
 def read_split_file(path: str | Path) -> dict[str, list[str]]:
-    """JSON ``{"train": [...], "val": [...], "test": [...]}`` (any subset) or CSV with ``stem,split`` columns."""
+    """JSON ``{"train": [...], "val": [...], "test": [...]}`` (any subset; non-list entries such as a
+    ``"source"`` note are ignored) or CSV with ``stem,split`` columns."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"split file not found: {path} (data.split.file)")
@@ -54,7 +55,7 @@ def read_split_file(path: str | Path) -> dict[str, list[str]]:
             raise DataError(f"{path}: not valid JSON ({err})") from None
         if not isinstance(out, dict):
             raise DataError(f'{path}: expected a JSON object {{"train": [...], "val": [...], "test": [...]}}')
-        out = {k: [str(s) for s in v] for k, v in out.items()}
+        out = {k: [str(s) for s in v] for k, v in out.items() if isinstance(v, list)}  # "source" etc. ignored
     unknown = set(out) - set(SPLITS)
     if unknown:
         raise DataError(f"{path}: unknown split names {sorted(unknown)}; use train, val and test")
