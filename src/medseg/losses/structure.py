@@ -82,7 +82,8 @@ class StructureLoss(nn.Module):
         label = get_label(batch, "structure")
         wbce_all, wiou_all = 0.0, 0.0
         for logits in self.maps(outputs):
-            logits = resize_like(as_float(logits), tuple(label.shape[2:]))
+            logits = as_float(logits)
+            logits = resize_like(logits, tuple(label.shape[label.ndim - logits.ndim + 2:]))
             target = prepare_target(logits, label, "structure", allow_multiclass=False)
             wbce, wiou = structure_loss(logits, target.onehot, self.bce_weighting, self.kernel)
             wbce_all, wiou_all = wbce_all + wbce, wiou_all + wiou
