@@ -1,45 +1,56 @@
-"""Metrics (bootstrap: the metric-suite issue replaces this module, keeping these signatures).
+"""Segmentation metrics: one definition each, oracle-tested against medpy, PySODMetrics and MONAI.
 
-``batch_dice(pred_labels, gt_labels, num_classes)`` -> ``B x C'`` per-case per-class Dice on tensors
-(C' = 1 for binary, K-1 foreground classes otherwise; NaN where the class is absent from both).
-``evaluate_case(pred, gt, metrics, num_classes, spacing=None, prob=None)`` -> ``{name: value}``.
+Usable on its own (NumPy; torch only for the tensor functions)::
+
+    from medseg.metrics import dice, hd95, MetricSuite, create_metric, evaluate_folder
+    hd95(pred, gt, spacing=(0.8, 0.8, 2.5))
+    suite = MetricSuite("ife")                     # IFE's table: Con, Dice, JC, F1, HCE, MAE, HD, ASSD, RVD
+    suite(pred, gt, prob=prob).values
+
+Conventions (``metrics-policy.md``): per case, then the mean over cases with std, median, count and the
+excluded count; empty masks per the policy table (``empty="nan"``, ``compat="ife" | "medpy"`` options);
+HD95 pooled (medpy) unless ``hd95_mode="max_directed"`` (MONAI). See ``docs/metrics.md``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import torch
 
+from medseg.metrics._policy import EmptyMaskError, Policy
+from medseg.metrics.distance import SurfaceDistances, surface_distances
+from medseg.metrics.functional import (METRICS, Metric, asd, assd, conformity, create_metric, dice, e_measure,
+                                       f1_ife, f_measure, hce, hd, hd95, iou, jaccard, list_metrics, mae, nsd,
+                                       polyp_mdice, polyp_miou, precision, recall, rvd, s_measure, specificity,
+                                       weighted_f_measure)
+from medseg.metrics.overlap import batch_confusion, batch_dice, confusion_matrix
+from medseg.metrics.suite import METRIC_SETS, SPECS, CaseResult, MetricSuite, describe, resolve_names, summarize
 
-def batch_dice(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Per-case, per-foreground-class Dice ``2TP/(2TP+FP+FN)``; both empty -> NaN (class not applicable)."""
-    classes = [1] if num_classes == 1 else list(range(1, num_classes))
-    b = pred.shape[0]
-    pred = pred.reshape(b, -1)
-    gt = gt.reshape(b, -1)
-    out = []
-    for c in classes:
-        p, g = pred == c, gt == c
-        tp = (p & g).sum(1).double()
-        denom = p.sum(1).double() + g.sum(1).double()
-        out.append(torch.where(denom > 0, 2 * tp / denom.clamp_min(1), torch.full_like(tp, float("nan"))))
-    return torch.stack(out, 1)
+__all__ = [
+    "METRICS", "METRIC_SETS", "SPECS", "CaseResult", "EmptyMaskError", "Metric", "MetricSuite", "Policy",
+    "SurfaceDistances", "asd", "assd", "batch_confusion", "batch_dice", "conformity", "confusion_matrix",
+    "create_metric", "describe", "dice", "e_measure", "evaluate_case", "evaluate_folder", "f1_ife", "f_measure",
+    "hce", "hd", "hd95", "iou", "jaccard", "list_metrics", "mae", "nsd", "polyp_mdice", "polyp_miou",
+    "precision", "recall", "resolve_names", "rvd", "s_measure", "specificity", "summarize",
+    "surface_distances", "weighted_f_measure",
+]
 
 
 def evaluate_case(pred: np.ndarray, gt: np.ndarray, metrics: Sequence[str], num_classes: int,
-                  spacing: Sequence[float] | None = None, prob: np.ndarray | None = None) -> dict[str, float]:
-    """Metrics of one case from label maps (bootstrap: dice and iou, mean over foreground classes)."""
-    classes = [1] if num_classes == 1 else list(range(1, num_classes))
-    out: dict[str, float] = {}
-    for name in metrics:
-        values = []
-        for c in classes:
-            p, g = pred == c, gt == c
-            tp, sp, sg = float((p & g).sum()), float(p.sum()), float(g.sum())
-            if sp + sg == 0:
-                values.append(1.0 if num_classes == 1 else np.nan)
-                continue
-            values.append(2 * tp / (sp + sg) if name == "dice" else tp / (sp + sg - tp))
-        out[name] = float(np.nanmean(values)) if not all(np.isnan(values)) else float("nan")
-    return out
+                  spacing: Sequence[float] | None = None, prob: np.ndarray | None = None,
+                  **options: Any) -> dict[str, float]:
+    """Metrics of one case from label maps: ``{name: value}``.
+
+    ``pred``/``gt``: label maps (binary: 0/1 with ``num_classes == 1``); ``prob``: optional continuous
+    foreground map in [0, 1] for saliency metrics. Multi-class: ``dice_1``, ``dice_2`` ... per class plus
+    the mean over the classes present in prediction or GT under the plain name. ``options`` are
+    :class:`Policy` fields (``empty``, ``compat``, ``hd95_mode`` ...).
+    """
+    return MetricSuite(metrics, num_classes=num_classes, **options)(pred, gt, prob=prob, spacing=spacing).values
+
+
+def evaluate_folder(*args: Any, **kwargs: Any) -> Any:
+    """Evaluate a folder of predictions against a folder of GT (see :func:`medseg.metrics.folder.evaluate_folder`)."""
+    from medseg.metrics.folder import evaluate_folder as run
+
+    return run(*args, **kwargs)

@@ -1,0 +1,280 @@
+"""Saliency-style metrics of a continuous foreground map in [0, 1] against a binary GT (2-D).
+
+Conventions of PySODMetrics (lartpang/PySODMetrics, ``sod_metrics.py``), which follows the MATLAB code
+of the original papers: the map is min-max normalised first (``minmax=True``); threshold curves use the
+map quantised to 8 bits (``uint8(map * 255)``) and the 256 thresholds ``map_u8 >= t``, t = 0..255; the
+adaptive threshold is ``min(2 * mean(map), 1)`` on the float map. All 256-threshold curves (F-beta,
+E-measure, polyp mDice/mIoU) come from one 2 x 256 histogram of the quantised map split by the GT.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+EPS = np.spacing(1)  # MATLAB's eps, as PySODMetrics
+F_BETA2 = 0.3
+
+
+def normalize_map(prob: np.ndarray) -> np.ndarray:
+    """Min-max normalisation ``(m - min) / (max - min)`` (MATLAB ``mapminmax``); constant maps unchanged."""
+    lo, hi = prob.min(), prob.max()
+    return (prob - lo) / (hi - lo) if hi != lo else prob
+
+
+@dataclass
+class MapStats:
+    """Shared intermediates of one map/GT pair: cumulative counts at the 256 thresholds and adaptive ones.
+
+    ``tp[i]``/``pp[i]``: GT-foreground / all pixels with ``map_u8 >= 255 - i`` (PySODMetrics order).
+    """
+
+    tp: np.ndarray
+    pp: np.ndarray
+    n_fg: int
+    size: int
+    tp_adaptive: int
+    pp_adaptive: int
+
+
+def map_stats(prob: np.ndarray, gt: np.ndarray) -> MapStats:
+    """Histogram the quantised map by GT class once; count the adaptive binarisation once."""
+    q = (prob * 255).astype(np.uint8)
+    hist_all = np.bincount(q.ravel(), minlength=256)
+    hist_fg = np.bincount(q[gt], minlength=256)
+    tp = np.cumsum(hist_fg[::-1])
+    pp = np.cumsum(hist_all[::-1])
+    threshold = min(2 * prob.mean(), 1)
+    binary = prob >= threshold
+    n_fg = int(np.count_nonzero(gt))
+    return MapStats(tp, pp, n_fg, int(gt.size), int(np.count_nonzero(binary & gt)), int(np.count_nonzero(binary)))
+
+
+# --------------------------------------------------------------------------------------- F-beta
+def f_measure_curve(st: MapStats, beta2: float = F_BETA2) -> np.ndarray:
+    """F-beta at the 256 thresholds, ``(1 + β²)·P·R / (β²·P + R)``, β² = 0.3 (Achanta et al., CVPR 2009).
+
+    P = TP / max(#pred, 1), R = TP / max(#GT, 1); 0 where TP = 0 (PySODMetrics ``Fmeasure``).
+    """
+    precision = st.tp / np.where(st.pp == 0, 1, st.pp)
+    recall = st.tp / max(st.n_fg, 1)
+    num = (1 + beta2) * precision * recall
+    den = np.where(num == 0, 1, beta2 * precision + recall)
+    return num / den
+
+
+def f_measure_adaptive(st: MapStats, beta2: float = F_BETA2) -> float:
+    """F-beta at the adaptive threshold ``min(2·mean(map), 1)``; 0 when TP = 0."""
+    if st.tp_adaptive == 0:
+        return 0.0
+    pre = st.tp_adaptive / st.pp_adaptive
+    rec = st.tp_adaptive / st.n_fg
+    return float((1 + beta2) * pre * rec / (beta2 * pre + rec))
+
+
+# ------------------------------------------------------------------------------------ E-measure
+def _enhanced_sum(tp: np.ndarray, pp: np.ndarray, n_fg: int, size: int) -> np.ndarray:
+    """Sum of the enhanced alignment matrix from counts (the four TP/FP/FN/TN parts are constant)."""
+    if n_fg == 0:
+        return (size - pp).astype(np.float64)
+    if n_fg == size:
+        return pp.astype(np.float64)
+    fp = pp - tp
+    fn = n_fg - tp
+    tn = (size - pp) - fn
+    mean_pred = pp / size
+    mean_gt = n_fg / size
+    total = 0.0
+    for part, dp, dg in ((tp, 1 - mean_pred, 1 - mean_gt), (fp, 1 - mean_pred, -mean_gt),
+                         (fn, -mean_pred, 1 - mean_gt), (tn, -mean_pred, -mean_gt)):
+        align = 2 * (dp * dg) / (dp ** 2 + dg ** 2 + EPS)
+        total = total + (align + 1) ** 2 / 4 * part
+    return total
+
+
+def e_measure_curve(st: MapStats) -> np.ndarray:
+    """Enhanced-alignment measure at the 256 thresholds (Fan et al., IJCAI 2018).
+
+    ``φ = 2·(P−μ_P)(G−μ_G) / ((P−μ_P)² + (G−μ_G)² + eps)``, ``E = Σ (φ+1)²/4 / (H·W − 1)``; empty GT:
+    the fraction of predicted background, full GT: of predicted foreground (PySODMetrics ``Emeasure``).
+    """
+    return _enhanced_sum(st.tp, st.pp, st.n_fg, st.size) / (st.size - 1 + EPS)
+
+
+def e_measure_adaptive(st: MapStats) -> float:
+    """E-measure at the adaptive threshold ``min(2·mean(map), 1)``."""
+    value = _enhanced_sum(np.array(st.tp_adaptive), np.array(st.pp_adaptive), st.n_fg, st.size)
+    return float(value / (st.size - 1 + EPS))
+
+
+# -------------------------------------------------------------------------- polyp mDice / mIoU
+def polyp_dice_curve(st: MapStats) -> np.ndarray:
+    """Dice ``2TP / (|P_t| + |G|)`` at each of the 256 thresholds (0 when TP = 0), PraNet toolbox."""
+    den = st.pp + st.n_fg
+    return np.divide(2 * st.tp, den, out=np.zeros(256), where=(den > 0) & (st.tp > 0))
+
+
+def polyp_iou_curve(st: MapStats) -> np.ndarray:
+    """IoU ``TP / (|P_t| + |G| − TP)`` at each of the 256 thresholds (0 when TP = 0), PraNet toolbox."""
+    den = st.pp + st.n_fg - st.tp
+    return np.divide(st.tp, den, out=np.zeros(256), where=(den > 0) & (st.tp > 0))
+
+
+# ------------------------------------------------------------------------------------------ MAE
+def mae(prob: np.ndarray, gt: np.ndarray) -> float:
+    """Mean absolute error ``mean |map − G|`` (Perazzi et al., CVPR 2012)."""
+    return float(np.mean(np.abs(prob - gt)))
+
+
+def mae_ife(pred: np.ndarray, gt: np.ndarray) -> float:
+    """IFE's MAE on the 0/255 uint8 masks: ``Σ (infer − mask mod 256) / (H·W·255 + 1e-4)``.
+
+    The uint8 subtraction wraps, so a false negative counts 1/255 and a false positive 1 (``compat="ife"``).
+    """
+    p = pred.astype(np.uint8) * np.uint8(255)
+    g = gt.astype(np.uint8) * np.uint8(255)
+    return float(np.sum(np.abs(p - g)) * 1.0 / (g.shape[0] * g.shape[1] * 255.0 + 1e-4))
+
+
+# ------------------------------------------------------------------------------------ S-measure
+def _s_object(x: np.ndarray) -> float:
+    mean = np.mean(x)
+    std = np.std(x, ddof=1) if x.size > 1 else 0
+    return 2 * mean / (mean ** 2 + 1 + std + EPS)
+
+
+def _ssim(pred: np.ndarray, gt: np.ndarray) -> float:
+    n = pred.size
+    x, y = np.mean(pred), np.mean(gt)
+    dx, dy = pred - x, gt - y
+    sigma_x = np.sum(dx ** 2) / (n - 1 + EPS)
+    sigma_y = np.sum(dy ** 2) / (n - 1 + EPS)
+    sigma_xy = np.sum(dx * dy) / (n - 1 + EPS)
+    alpha = 4 * x * y * sigma_xy
+    beta = (x ** 2 + y ** 2) * (sigma_x + sigma_y)
+    if alpha != 0:
+        return alpha / (beta + EPS)
+    return 1.0 if beta == 0 else 0.0
+
+
+def s_measure(prob: np.ndarray, gt: np.ndarray, alpha: float = 0.5) -> float:
+    """Structure measure ``S = α·S_o + (1 − α)·S_r``, α = 0.5 (Fan et al., ICCV 2017).
+
+    Object term: ``μ·O(map|G) + (1−μ)·O(1−map|¬G)`` with ``O = 2x̄ / (x̄² + 1 + σ_x)``; region term: the
+    image split at the GT centroid into 4 blocks, area-weighted SSIM-like score per block. Empty GT:
+    ``1 − mean(map)``; full GT: ``mean(map)`` (PySODMetrics ``Smeasure``). 2-D only.
+    """
+    y = np.mean(gt)
+    if y == 0:
+        return float(1 - np.mean(prob))
+    if y == 1:
+        return float(np.mean(prob))
+    obj = _s_object(prob[gt]) * y + _s_object((1 - prob)[~gt]) * (1 - y)
+    h, w = gt.shape
+    n_fg = np.count_nonzero(gt)
+    cy = np.round(np.dot(np.count_nonzero(gt, axis=1), np.arange(h)) / n_fg)
+    cx = np.round(np.dot(np.count_nonzero(gt, axis=0), np.arange(w)) / n_fg)
+    cy, cx = int(cy) + 1, int(cx) + 1
+    area = h * w
+    w_lt, w_rt, w_lb = cx * cy / area, cy * (w - cx) / area, (h - cy) * cx / area
+    w_rb = 1 - w_lt - w_rt - w_lb
+    region = (_ssim(prob[:cy, :cx], gt[:cy, :cx]) * w_lt + _ssim(prob[:cy, cx:], gt[:cy, cx:]) * w_rt
+              + _ssim(prob[cy:, :cx], gt[cy:, :cx]) * w_lb + _ssim(prob[cy:, cx:], gt[cy:, cx:]) * w_rb)
+    return float(max(0.0, alpha * obj + (1 - alpha) * region))
+
+
+# ---------------------------------------------------------------------------- weighted F-measure
+def _gauss7() -> np.ndarray:
+    """MATLAB ``fspecial('gaussian', 7, 5)``."""
+    y, x = np.ogrid[-3:4, -3:4]
+    h = np.exp(-(x * x + y * y) / (2 * 5.0 * 5.0))
+    h[h < np.finfo(h.dtype).eps * h.max()] = 0
+    return h / h.sum()
+
+
+def weighted_f_measure(prob: np.ndarray, gt: np.ndarray, beta2: float = 1.0) -> float:
+    """Weighted F-measure ``F^w_β`` (Margolin et al., CVPR 2014), β = 1; 0 for an empty GT.
+
+    E = |map − G|; a background pixel takes the error of its nearest GT pixel (E_t); E_A = 7x7 Gaussian
+    (σ = 5, zero padding) of E_t, and ``min(E, E_A)`` inside G; importance ``B = 2 − exp(ln 0.5 / 5 · d)``
+    outside G (d: distance to G). ``R = 1 − mean_G(E_w)``, ``P = TP_w / (TP_w + FP_w)``,
+    ``F = (1+β²)RP / (R + β²P)`` (PySODMetrics ``WeightedFmeasure``).
+
+    Only G and the pixels within 3 px of it enter E_A at G pixels, so E_t is found for that ring alone by
+    scanning the offsets of squared length <= 18 in scipy's feature-transform tie order (distance, then
+    column, then row); the distance for B is an exact full-image transform.
+    """
+    if not gt.any():
+        return 0.0
+    err = np.abs(prob - gt)
+    box = _gt_box(gt, margin=3)
+    g_in = gt[box]
+    e_in = err[box]
+    ea = _smoothed_nearest_error(e_in, g_in)
+    err_g = e_in[g_in]
+    ea_g = ea[g_in]
+    min_g = np.where(ea_g < err_g, ea_g, err_g)  # MIN_E_EA inside G
+    weight = _distance_to_fg(gt)
+    np.multiply(weight, np.log(0.5) / 5, out=weight)
+    np.exp(weight, out=weight)
+    np.subtract(2, weight, out=weight)  # B (1 inside G, unused there)
+    np.multiply(weight, err, out=weight)
+    fpw = np.sum(weight, where=~gt)
+    tpw = np.count_nonzero(gt) - np.sum(min_g)
+    recall = 1 - np.mean(min_g)
+    precision = tpw / (tpw + fpw + EPS)
+    return float((1 + beta2) * recall * precision / (recall + beta2 * precision + EPS))
+
+
+def _gt_box(gt: np.ndarray, margin: int) -> tuple[slice, ...]:
+    rows = np.flatnonzero(gt.any(axis=1))
+    cols = np.flatnonzero(gt.any(axis=0))
+    h, w = gt.shape
+    return (slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)),
+            slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)))
+
+
+def _distance_to_fg(gt: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance (float64) of every pixel to the nearest GT pixel (0 inside G)."""
+    import cv2
+
+    d = cv2.distanceTransform((gt ^ True).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
+    np.square(d, out=d)
+    np.rint(d, out=d)  # the squared distances are integers: recover them exactly from float32
+    if d.max() >= 4_000_000:
+        from scipy.ndimage import distance_transform_edt
+
+        return distance_transform_edt(~gt)
+    return np.sqrt(d, out=d)
+
+
+# offsets (dy, dx) with dy² + dx² <= 18 (the nearest G pixel of a pixel within 3 px, Chebyshev, of G lies
+# among them), in scipy.ndimage.distance_transform_edt's tie order: distance, then column, then row
+_RING_OFFSETS = sorted(((dy, dx) for dy in range(-4, 5) for dx in range(-4, 5) if 0 < dy * dy + dx * dx <= 18),
+                       key=lambda o: (o[0] ** 2 + o[1] ** 2, o[1], o[0]))
+
+
+def _smoothed_nearest_error(err: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """``imfilter(E_t, gauss7)`` with E_t = E on G and the error of the nearest G pixel on the 3-px ring."""
+    import cv2
+
+    pad = 4
+    gp = np.pad(gt, pad)
+    ep = np.pad(err, pad)
+    ring = cv2.dilate(gt.view(np.uint8), np.ones((7, 7), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                      borderValue=0).view(bool) & ~gt
+    ys, xs = np.nonzero(ring)
+    ys = ys + pad
+    xs = xs + pad
+    values = np.zeros(ys.size)
+    todo = np.ones(ys.size, dtype=bool)
+    for dy, dx in _RING_OFFSETS:
+        hit = gp[ys + dy, xs + dx] & todo
+        if hit.any():
+            values[hit] = ep[ys[hit] + dy, xs[hit] + dx]
+            todo &= ~hit
+            if not todo.any():
+                break
+    et = np.where(gt, err, 0.0)
+    et[ys - pad, xs - pad] = values
+    return cv2.filter2D(et, -1, _gauss7(), borderType=cv2.BORDER_CONSTANT)
