@@ -110,15 +110,15 @@ def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def dice_from_counts(counts: np.ndarray, policy: Policy = Policy()) -> np.ndarray:
     """Dice similarity coefficient ``DSC = 2TP / (2TP + FP + FN)`` (Dice 1945; Sørensen 1948).
 
-    Both masks empty: 1 (policy), NaN (``empty="nan"``), 0 (IFE code), 1 (medpy 0.5).
+    Both masks empty: 1 (policy), NaN (``empty="nan"``), 0 (IFE code), NaN (medpy 0.5.2 ``dc``).
     """
     tp, fp, fn, _ = _split(counts)
     den = 2 * tp + fp + fn
-    return policy.fill(_div(2 * tp, den), den == 0, 1.0, ife=0.0, medpy=1.0, what="dice")
+    return policy.fill(_div(2 * tp, den), den == 0, 1.0, ife=0.0, medpy=np.nan, what="dice")
 
 
 def iou_from_counts(counts: np.ndarray, policy: Policy = Policy()) -> np.ndarray:
-    """Jaccard index / IoU ``TP / (TP + FP + FN)`` (Jaccard 1912); both empty as for Dice."""
+    """Jaccard index / IoU ``TP / (TP + FP + FN)`` (Jaccard 1912); both empty as for Dice (medpy ``jc``: 1)."""
     tp, fp, fn, _ = _split(counts)
     den = tp + fp + fn
     return policy.fill(_div(tp, den), den == 0, 1.0, ife=0.0, medpy=1.0, what="iou")
@@ -127,12 +127,13 @@ def iou_from_counts(counts: np.ndarray, policy: Policy = Policy()) -> np.ndarray
 def precision_from_counts(counts: np.ndarray, policy: Policy = Policy()) -> np.ndarray:
     """Precision (positive predictive value) ``TP / (TP + FP)``.
 
-    Empty prediction: 1 if the GT is empty too, else 0 (a miss never earns a perfect precision).
+    Empty prediction: 1 if the GT is empty too, else 0 (a miss never earns a perfect precision);
+    medpy 0.5.2 returns NaN there.
     """
     tp, fp, fn, _ = _split(counts)
     den = tp + fp
     both_empty = (tp + fp + fn) == 0
-    return policy.fill(_div(tp, den), den == 0, np.where(both_empty, 1.0, 0.0), ife=0.0, medpy=0.0,
+    return policy.fill(_div(tp, den), den == 0, np.where(both_empty, 1.0, 0.0), ife=0.0, medpy=np.nan,
                        what="precision")
 
 
@@ -141,18 +142,18 @@ def recall_from_counts(counts: np.ndarray, policy: Policy = Policy()) -> np.ndar
     tp, fp, fn, _ = _split(counts)
     den = tp + fn
     both_empty = (tp + fp + fn) == 0
-    return policy.fill(_div(tp, den), den == 0, np.where(both_empty, 1.0, 0.0), ife=0.0, medpy=0.0,
+    return policy.fill(_div(tp, den), den == 0, np.where(both_empty, 1.0, 0.0), ife=0.0, medpy=np.nan,
                        what="recall")
 
 
 def specificity_from_counts(counts: np.ndarray, policy: Policy = Policy()) -> np.ndarray:
     """Specificity (true negative rate) ``TN / (TN + FP)``.
 
-    GT without background: 1 if the prediction has no background either, else 0 (medpy: 0).
+    GT without background: 1 if the prediction has no background either, else 0 (medpy: NaN).
     """
     tp, fp, fn, tn = _split(counts)
     den = tn + fp
-    return policy.fill(_div(tn, den), den == 0, np.where(fn == 0, 1.0, 0.0), ife=0.0, medpy=0.0,
+    return policy.fill(_div(tn, den), den == 0, np.where(fn == 0, 1.0, 0.0), ife=0.0, medpy=np.nan,
                        what="specificity")
 
 
