@@ -1,0 +1,112 @@
+"""SOD / polyp metrics against PySODMetrics (per image and dataset-level curves), MAE compat, edges."""
+from __future__ import annotations
+
+import warnings
+
+import cv2
+import numpy as np
+import py_sod_metrics as sod
+import pytest
+
+from medseg.metrics import MetricSuite, summarize
+from medseg.metrics.saliency import mae_ife
+
+REL = 1e-6
+MAP_METRICS = ["mae", "s_measure", "wf_measure", "f_measure_max", "f_measure_mean", "f_measure_adp",
+               "e_measure_max", "e_measure_mean", "e_measure_adp", "polyp_mdice", "polyp_miou"]
+
+
+def _soft(gt: np.ndarray, rng: np.random.Generator, shift: int = 5) -> np.ndarray:
+    soft = cv2.GaussianBlur(gt.astype(np.float32), (0, 0), 3)
+    soft = np.roll(soft, shift, axis=1) + rng.normal(0, 0.08, gt.shape)
+    return (np.clip(soft, 0, 1) * 255).astype(np.uint8)
+
+
+def _pysod(maps: list[np.ndarray], gts: list[np.ndarray]) -> tuple[list[dict], dict]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = sod.Fmeasure()
+    e, s, w, m = sod.Emeasure(), sod.Smeasure(), sod.WeightedFmeasure(), sod.MAE()
+    v2 = sod.FmeasureV2({"dice": sod.DICEHandler(with_dynamic=True, with_adaptive=False),
+                         "iou": sod.IOUHandler(with_dynamic=True, with_adaptive=False)})
+    per = []
+    for pm, g in zip(maps, gts):
+        gu = g.astype(np.uint8) * 255
+        for metric in (f, e, s, w, m, v2):
+            metric.step(pm, gu)
+        per.append({"mae": m.maes[-1], "s_measure": s.sms[-1], "wf_measure": w.weighted_fms[-1],
+                    "f_measure_max": f.changeable_fms[-1].max(), "f_measure_mean": f.changeable_fms[-1].mean(),
+                    "f_measure_adp": f.adaptive_fms[-1], "e_measure_max": e.changeable_ems[-1].max(),
+                    "e_measure_mean": e.changeable_ems[-1].mean(), "e_measure_adp": e.adaptive_ems[-1],
+                    "polyp_mdice": v2._metric_handlers["dice"].dynamic_results[-1].mean(),
+                    "polyp_miou": v2._metric_handlers["iou"].dynamic_results[-1].mean()})
+    dataset = {"f_measure_max": f.get_results()["fm"]["curve"].max(), "e_measure_max": e.get_results()["em"]["curve"].max()}
+    return per, dataset
+
+
+def _check(maps: list[np.ndarray], gts: list[np.ndarray]) -> None:
+    suite = MetricSuite(MAP_METRICS)
+    results = [suite(None, g, prob=pm) for pm, g in zip(maps, gts)]
+    per, dataset = _pysod(maps, gts)
+    for res, ref in zip(results, per):
+        for key, value in ref.items():
+            assert res.values[key] == pytest.approx(value, rel=REL, abs=1e-12), key
+    summary = summarize(results)["metrics"]
+    for key, value in dataset.items():
+        assert summary[key]["dataset"] == pytest.approx(value, rel=REL)
+
+
+def test_random_blobs_match_pysodmetrics() -> None:
+    rng = np.random.default_rng(0)
+    gts, maps = [], []
+    for i in range(5):
+        g = np.zeros((60 + i, 70), bool)
+        cv2.circle(g.view(np.uint8), (20 + 5 * i, 30), 9 + i, 1, -1)
+        cv2.rectangle(g.view(np.uint8), (40, 5), (55, 20 + i), 1, -1)
+        gts.append(g)
+        maps.append(_soft(g, rng, shift=i))
+    _check(maps, gts)
+
+
+def test_real_kvasir_match_pysodmetrics(real_dataset) -> None:
+    folder = real_dataset("kvasir-seg")
+    rng = np.random.default_rng(1)
+    gts, maps = [], []
+    for path in sorted((folder / "masks").glob("*.jpg"))[5:8]:
+        g = cv2.imread(str(path), 0) > 128
+        gts.append(g)
+        maps.append(_soft(g, rng, shift=11))
+    _check(maps, gts)
+
+
+def test_edge_cases_match_pysodmetrics() -> None:
+    rng = np.random.default_rng(2)
+    empty = np.zeros((30, 40), bool)
+    full = np.ones((30, 40), bool)
+    some = empty.copy()
+    some[5:15, 10:30] = True
+    maps = [_soft(some, rng), np.zeros((30, 40), np.uint8), _soft(some, rng), np.full((30, 40), 200, np.uint8),
+            (some * 255).astype(np.uint8)]
+    _check(maps, [empty, empty, full, some, some])
+
+
+def test_mae_ife_uint8_wraparound_by_hand() -> None:
+    gt = np.zeros((10, 10), bool)
+    gt[0:5] = True
+    pred = np.zeros((10, 10), bool)
+    pred[2:8] = True  # FN rows 0-1 (20 px), FP rows 5-7 (30 px)
+    expected = (20 * 1 + 30 * 255) / (100 * 255.0 + 1e-4)  # FN wraps to 1, FP counts 255
+    assert mae_ife(pred, gt) == pytest.approx(expected, rel=1e-12)
+    assert MetricSuite(["mae"], compat="ife")(pred, gt).values["mae"] == pytest.approx(expected, rel=1e-12)
+    assert MetricSuite(["mae"])(pred, gt).values["mae"] == pytest.approx(50 / 100)
+
+
+def test_saliency_rejects_multiclass_and_bad_maps() -> None:
+    with pytest.raises(ValueError, match="binary foreground map"):
+        MetricSuite(["s_measure"], num_classes=3)
+    g = np.zeros((8, 8), bool)
+    g[2:5, 2:5] = True
+    with pytest.raises(ValueError, match="outside"):
+        MetricSuite(["mae"])(None, g, prob=np.full((8, 8), 1.5))
+    with pytest.raises(ValueError, match="2-D"):
+        MetricSuite(["s_measure"])(None, np.zeros((4, 4, 4), bool), prob=np.zeros((4, 4, 4)))
