@@ -1,15 +1,13 @@
 """Loaders: order and augmentation are a pure function of (seed, epoch), across worker counts."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.data.distributed import DistributedSampler
 
-from medseg.config import DataConfig
+from medseg.config import AugmentConfig, DataConfig
 from medseg.data import build_dataset, build_loader
 from medseg.data.transforms import apply_augment_2d, build_augment_2d
-from medseg.config import AugmentConfig
 
 AUG = dict(hflip=0.5, vflip=0.5, rotate_deg=30, brightness=0.2, contrast=0.2, crop_scale=(0.6, 1.0))
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from medseg.config import DataConfig
 from medseg.data import build_dataset, pair_folder
-from medseg.data.volumes import discover
+from medseg.data.nifti import discover
 
 pytestmark = pytest.mark.realdata
 

@@ -5,7 +5,6 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage
 
 from medseg.config import DataConfig

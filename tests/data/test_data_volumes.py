@@ -10,7 +10,8 @@ import torch
 
 from medseg.config import DataConfig, NiftiConfig
 from medseg.data import build_dataset, build_loader
-from medseg.data.volumes import crop_around, normalize_volume, remap_labels
+from medseg.data.nifti import normalize_volume, remap_labels
+from medseg.data.volumes import crop_around
 from medseg.errors import DataError
 
 RNG = np.random.default_rng(2)

@@ -26,30 +26,41 @@ Kinds (``cfg.kind``):
 from medseg.data.datasets2d import Base2D, Folder2D, Synthetic2D, pair_folder
 from medseg.data.io import IMAGE_EXTS, mask_to_binary, mask_to_labels, read_image, read_mask, write_prediction
 from medseg.data.loader import EpochSampler, build_dataset, build_loader, cached_dataset, collate
+from medseg.data.mixture import Mixture
+from medseg.data.nifti import NiftiVolumes, discover, normalize_volume, remap_labels
 from medseg.data.nifti_io import load_nifti, save_nifti
 from medseg.data.splits import read_split_file, split_ids
 from medseg.data.synthetic import make_case
 from medseg.data.transforms import normalize_image, sample_seed
+from medseg.data.volumes import Synthetic3D, VolumeDataset, crop_around
 
 __all__ = [
     "IMAGE_EXTS",
     "Base2D",
     "EpochSampler",
     "Folder2D",
+    "Mixture",
+    "NiftiVolumes",
     "Synthetic2D",
+    "Synthetic3D",
+    "VolumeDataset",
     "build_dataset",
     "build_loader",
     "cached_dataset",
     "collate",
+    "crop_around",
+    "discover",
     "load_nifti",
     "make_case",
     "mask_to_binary",
     "mask_to_labels",
     "normalize_image",
+    "normalize_volume",
     "pair_folder",
     "read_image",
     "read_mask",
     "read_split_file",
+    "remap_labels",
     "sample_seed",
     "save_nifti",
     "split_ids",

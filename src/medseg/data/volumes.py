@@ -1,4 +1,6 @@
-"""3-D datasets: NIfTI volumes (nnU-Net/MSD, case-folder and flat layouts) and synthetic 3-D cases.
+"""3-D datasets: the shared volume sample logic (:class:`VolumeDataset`) and synthetic 3-D cases.
+
+NIfTI discovery and normalisation live in :mod:`medseg.data.nifti`.
 
 Items depend on the split and on ``nifti.slice_axis``:
 
@@ -12,13 +14,10 @@ Items depend on the split and on ``nifti.slice_axis``:
 - slice axis, val/test: whole volumes (``slice_eval: volume``, meta ``slice_axis``) or every slice as a
   2-D item resized to ``image_size`` (``slice_eval: slices``, meta ``slice_index``).
 
-Intensities are normalised per volume when read (see :func:`normalize_volume`).
+Intensities are normalised per volume when read (NIfTI: :func:`medseg.data.nifti.normalize_volume`).
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,10 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from medseg.config import DataConfig, NiftiConfig
-from medseg.data.io import check_labels
-from medseg.data.nifti_io import load_nifti
-from medseg.data.splits import split_ids
+from medseg.config import DataConfig
 from medseg.data.synthetic import make_case
 from medseg.data.transforms import (
     apply_augment_2d,
@@ -40,171 +36,7 @@ from medseg.data.transforms import (
 )
 from medseg.errors import DataError
 
-NII = (".nii.gz", ".nii")
 _MAX_FG = 200_000  # foreground voxel indices kept per volume for oversampling
-
-
-@dataclass
-class VolumeCase:
-    """One case on disk: channel files (or one 4-D file) and the label file."""
-
-    id: str
-    images: list[Path]
-    label: Path | None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-def _strip_nii(name: str) -> str:
-    for ext in NII:
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
-def _nii_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.name.endswith(NII) and not p.name.startswith("."))
-
-
-# ----------------------------------------------------------------------------------- discovery
-def discover(root: Path, cfg: DataConfig) -> list[VolumeCase]:
-    """Cases under ``root`` for the configured (or detected) layout; errors name folders and files."""
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root} (set data.root)")
-    layout = cfg.nifti.layout
-    if layout == "auto":
-        img_dir = root / cfg.images_dir
-        if (root / "imagesTr").is_dir():
-            layout = "nnunet"
-        elif img_dir.is_dir() and any(p.is_dir() for p in img_dir.iterdir()):
-            layout = "case_folders"
-        else:
-            layout = "flat"
-    cases = {"nnunet": _nnunet, "case_folders": _case_folders, "flat": _flat}[layout](root, cfg)
-    if not cases:
-        raise DataError(f"no NIfTI cases found in {root} (layout '{layout}'): the dataset has no pairs")
-    return cases
-
-
-def _nnunet(root: Path, cfg: DataConfig) -> list[VolumeCase]:
-    """``imagesTr/<case>_0000.nii.gz`` (+ ``_0001`` ...) with ``labelsTr/<case>.nii.gz``; MSD 4-D files
-    (``imagesTr/<case>.nii.gz``) are also accepted. ``dataset.json``'s modality is recorded in meta."""
-    img_dir, lab_dir = root / "imagesTr", root / "labelsTr"
-    for d in (img_dir, lab_dir):
-        if not d.is_dir():
-            raise DataError(f"folder not found: {d} (nnU-Net layout needs imagesTr/ and labelsTr/)")
-    info = {}
-    if (root / "dataset.json").is_file():
-        try:
-            info = json.loads((root / "dataset.json").read_text())
-        except json.JSONDecodeError as err:
-            raise DataError(f"{root / 'dataset.json'}: not valid JSON ({err})") from None
-    modality = info.get("channel_names") or info.get("modality") or {}
-    groups: dict[str, list[Path]] = {}
-    for p in _nii_files(img_dir):
-        stem = _strip_nii(p.name)
-        base = stem[:-5] if len(stem) > 5 and stem[-5] == "_" and stem[-4:].isdigit() else stem
-        groups.setdefault(base, []).append(p)
-    if cfg.nifti.channels:
-        wanted = cfg.nifti.channels
-        groups = {k: [p for s in wanted for p in v if _strip_nii(p.name).endswith(s)] for k, v in groups.items()}
-    labels = {_strip_nii(p.name): p for p in _nii_files(lab_dir)}
-    unpaired = sorted(k for k in groups if k not in labels)
-    if unpaired:
-        raise DataError(
-            f"{len(unpaired)} cases in {img_dir} have no label in {lab_dir}, first: {unpaired[:5]}; "
-            "add the labels or remove the images"
-        )
-    meta = {"channel_names": modality} if modality else {}
-    return [VolumeCase(k, groups[k], labels[k], dict(meta)) for k in sorted(groups)]
-
-
-def _case_folders(root: Path, cfg: DataConfig) -> list[VolumeCase]:
-    """``images/<case>/<channel>.nii.gz`` with ``masks/<case>/<label>.nii.gz`` (DeepMedic's BraTS)."""
-    img_dir, lab_dir = root / cfg.images_dir, root / cfg.masks_dir
-    if not lab_dir.is_dir():
-        raise DataError(f"folder not found: {lab_dir} (set data.masks_dir)")
-    cases, unpaired = [], []
-    for case_dir in sorted(p for p in img_dir.iterdir() if p.is_dir()):
-        files = _nii_files(case_dir)
-        if cfg.nifti.channels:
-            by_name = {p.name: p for p in files}
-            missing = [c for c in cfg.nifti.channels if c not in by_name]
-            if missing:
-                raise DataError(f"{case_dir}: channel files {missing} not found (nifti.channels); found {list(by_name)}")
-            files = [by_name[c] for c in cfg.nifti.channels]
-        lab_case = lab_dir / case_dir.name
-        labs = _nii_files(lab_case) if lab_case.is_dir() else []
-        if cfg.nifti.label_file:
-            labs = [p for p in labs if p.name == cfg.nifti.label_file]
-        if len(labs) != 1:
-            unpaired.append(case_dir.name)
-            continue
-        cases.append(VolumeCase(case_dir.name, files, labs[0]))
-    if unpaired:
-        raise DataError(
-            f"{len(unpaired)} cases in {img_dir} have no single label file in {lab_dir}/<case>/ "
-            f"(set nifti.label_file when there are several), first: {unpaired[:5]}"
-        )
-    return cases
-
-
-def _flat(root: Path, cfg: DataConfig) -> list[VolumeCase]:
-    """``images/<case>.nii.gz`` with ``masks/<case><mask_suffix>.nii.gz``."""
-    img_dir, lab_dir = root / cfg.images_dir, root / cfg.masks_dir
-    for d, key in ((img_dir, "images_dir"), (lab_dir, "masks_dir")):
-        if not d.is_dir():
-            raise DataError(f"folder not found: {d} (set data.{key} or nifti.layout)")
-    labels = {}
-    for p in _nii_files(lab_dir):
-        stem = _strip_nii(p.name)
-        if cfg.mask_suffix and stem.endswith(cfg.mask_suffix):
-            stem = stem[: -len(cfg.mask_suffix)]
-        labels[stem] = p
-    images = {_strip_nii(p.name): p for p in _nii_files(img_dir)}
-    unpaired = sorted(k for k in images if k not in labels)
-    if unpaired:
-        raise DataError(
-            f"{len(unpaired)} images in {img_dir} have no label in {lab_dir}, first: "
-            f"{[images[k].name for k in unpaired[:5]]}; add the labels or set data.mask_suffix"
-        )
-    return [VolumeCase(k, [images[k]], labels[k]) for k in sorted(images)]
-
-
-# ------------------------------------------------------------------------------- normalisation
-def normalize_volume(image: np.ndarray, cfg: NiftiConfig) -> np.ndarray:
-    """Per-volume intensity normalisation of ``C x *S`` (nnU-Net's schemes, statistics per volume).
-
-    - ``CT``: clip to ``window`` (HU, when given), then z-score ``(x - mean) / std`` over the volume;
-    - ``MRI``: per channel, z-score using the mean/std of the non-zero voxels; zero voxels stay 0
-      (background outside the head after skull stripping);
-    - ``none``: unchanged.
-    """
-    image = image.astype(np.float32, copy=False)
-    if cfg.modality == "CT":
-        if cfg.window is not None:
-            image = np.clip(image, cfg.window[0], cfg.window[1])
-        return ((image - image.mean()) / max(float(image.std()), 1e-6)).astype(np.float32)
-    if cfg.modality == "MRI":
-        out = np.zeros_like(image)
-        for c in range(image.shape[0]):
-            ch = image[c]
-            nz = ch != 0
-            if nz.any():
-                vals = ch[nz]
-                out[c][nz] = (vals - vals.mean()) / max(float(vals.std()), 1e-6)
-        return out
-    return image
-
-
-def remap_labels(label: np.ndarray, mapping: dict[int, int] | None) -> np.ndarray:
-    """Apply ``{old: new}`` to an integer label array with one vectorised lookup."""
-    if not mapping:
-        return label
-    lo = min(0, int(label.min(initial=0)))
-    table = np.arange(lo, max(int(label.max(initial=0)), max(mapping)) + 1, dtype=np.int64)
-    for old, new in mapping.items():
-        table[int(old) - lo] = int(new)
-    return table[label - lo]
 
 
 # ------------------------------------------------------------------------------------ datasets
@@ -406,49 +238,6 @@ def crop_around(
     return img, lab, tuple(start)
 
 
-class NiftiVolumes(VolumeDataset):
-    """NIfTI cases found by :func:`discover`; the spacing and affine come from the image header."""
-
-    def __init__(self, cfg: DataConfig, split: str) -> None:
-        if cfg.root is None:
-            raise DataError("data.kind is 'nifti' but data.root is not set; give the dataset folder")
-        root = Path(cfg.root).expanduser()
-        cases = {c.id: c for c in discover(root, cfg)}
-        ids = split_ids(sorted(cases), cfg.split, split, root)
-        super().__init__(cfg, split, ids, cfg.name or root.name)
-        self.cases = [cases[i] for i in ids]
-
-    def _read(self, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        case = self.cases[k]
-        arrays, spacing, affine = [], None, None
-        for path in case.images:
-            arr, sp, aff, _ = load_nifti(path, np.float32)
-            arr = np.moveaxis(arr, -1, 0) if arr.ndim == 4 else arr[None]  # MSD 4-D: channels last
-            if spacing is not None and arr.shape[1:] != arrays[0].shape[1:]:
-                raise DataError(f"case '{case.id}': channel {path} has shape {arr.shape[1:]}, first channel {arrays[0].shape[1:]}")
-            spacing, affine = (spacing or sp), (affine if affine is not None else aff)
-            arrays.append(arr)
-        image = normalize_volume(np.concatenate(arrays, axis=0), self.cfg.nifti)
-        raw, _, _, _ = load_nifti(case.label)
-        if np.issubdtype(raw.dtype, np.floating):
-            raw = np.rint(raw)
-        label = remap_labels(raw.astype(np.int64), self.cfg.nifti.label_map)
-        if not self.binary:
-            check_labels(label, self.cfg.num_classes, case.label)
-        meta = {
-            "id": case.id,
-            "dataset": self.name,
-            "modality": self.cfg.modality or self.cfg.nifti.modality,
-            "spacing": tuple(spacing),
-            "original_shape": tuple(int(s) for s in label.shape),
-            "path": str(case.images[0]),
-            "label_path": str(case.label),
-            "affine": np.asarray(affine).tolist(),
-            **case.meta,
-        }
-        return image, label, meta
-
-
 class Synthetic3D(VolumeDataset):
     """Seeded synthetic 3-D cases of shape ``image_size`` (3 entries) or ``(32, H, W)`` for 2 entries."""
 
@@ -479,4 +268,8 @@ class Synthetic3D(VolumeDataset):
 
 def build_volume_dataset(cfg: DataConfig, split: str) -> VolumeDataset:
     """``NiftiVolumes`` for kind ``nifti``, ``Synthetic3D`` for ``synthetic3d``."""
-    return NiftiVolumes(cfg, split) if cfg.kind == "nifti" else Synthetic3D(cfg, split)
+    if cfg.kind == "nifti":
+        from medseg.data.nifti import NiftiVolumes
+
+        return NiftiVolumes(cfg, split)
+    return Synthetic3D(cfg, split)
