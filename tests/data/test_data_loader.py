@@ -104,3 +104,14 @@ def test_distributed_sampler_is_used():
 def test_bad_split_name():
     with pytest.raises(ValueError, match="split"):
         build_dataset(small_cfg(), "training")
+
+
+def test_volume_patches_identical_with_zero_and_two_workers():
+    kw = dict(kind="synthetic3d", image_size=[16, 24, 24], in_channels=1, batch_size=2,
+              synthetic=dict(n_train=2, n_val=1, n_test=1), nifti=dict(patch_size=[8, 16, 16], samples_per_volume=2))
+    a = batches(DataConfig.model_validate(dict(kw, num_workers=0)), 4, 1)
+    b = batches(DataConfig.model_validate(dict(kw, num_workers=2)), 4, 1)
+    assert len(a) == len(b) == 2
+    for x, y in zip(a, b):
+        assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
+        assert [m["patch_origin"] for m in x["meta"]] == [m["patch_origin"] for m in y["meta"]]

@@ -85,3 +85,34 @@ def test_mixture_errors():
     bad = mixture_cfg(datasets=[dict(kind="synthetic2d", colour=1)])
     with pytest.raises(DataError, match=r"datasets\[0\]"):
         build_dataset(bad, "train")
+
+
+def test_mixture_of_a_folder_and_nifti_slices(tmp_path):
+    import nibabel as nib
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "f" / "img").mkdir(parents=True)
+    (tmp_path / "f" / "lab").mkdir()
+    for k in range(5):
+        Image.fromarray(rng.integers(0, 255, (20, 24), dtype=np.uint8)).save(tmp_path / "f" / "img" / f"{k}.png")
+        Image.fromarray(((rng.random((20, 24)) > 0.7) * 255).astype(np.uint8)).save(tmp_path / "f" / "lab" / f"{k}.png")
+    for k in range(2):
+        (tmp_path / "v" / "images").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "v" / "masks").mkdir(exist_ok=True)
+        lab = np.zeros((10, 12, 6), np.uint8)
+        lab[3:6, 4:8, 1:5] = 2
+        nib.save(nib.Nifti1Image(rng.normal(size=(10, 12, 6)).astype(np.float32), np.eye(4)), tmp_path / "v" / "images" / f"c{k}.nii.gz")
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), tmp_path / "v" / "masks" / f"c{k}.nii.gz")
+    cfg = DataConfig.model_validate(dict(kind="mixture", in_channels=1, image_size=[16, 16], split=dict(mode="fixed"), datasets=[
+        dict(kind="folder2d", root=str(tmp_path / "f"), images_dir="img", masks_dir="lab", modality="US"),
+        dict(kind="nifti", root=str(tmp_path / "v"), nifti=dict(modality="CT", slice_fg_only=True)),
+    ]))
+    ds = build_dataset(cfg, "test")
+    assert len(ds) == 5 + 2 * 4  # 4 foreground axial slices per volume
+    names = {ds[i]["meta"]["dataset"]: ds[i]["meta"]["modality"] for i in range(len(ds))}
+    assert names == {"f": "US", "v": "CT"}
+    s = ds[len(ds) - 1]
+    assert s["image"].shape == (1, 16, 16) and set(s["label"].unique().tolist()) == {0.0, 1.0}  # label 2 -> binary
+    label, meta = ds.read_original(len(ds) - 1)
+    assert label.shape == (10, 12) and label.max() == 1 and meta["slice_axis"] == 2

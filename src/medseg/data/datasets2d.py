@@ -88,6 +88,8 @@ class Base2D(Dataset):
         if i in self._cache:
             return self._cache[i]
         image, label, meta = self._checked(i)
+        if image.dtype not in (np.uint8, np.uint16, np.float32):
+            image = image.astype(np.float32)  # bool, int32, float64: types cv2.resize may not take
         image = _resize(match_channels(image, self.cfg.in_channels), self.size, nearest=False)
         label = _resize(_label_storage(label), self.size, nearest=True)
         case = (image, label, meta)

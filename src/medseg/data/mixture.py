@@ -2,7 +2,8 @@
 
 ``data.datasets`` lists member configs (any ``DataConfig`` keys plus ``weight``, ``name``,
 ``modality``); keys a member leaves out come from the mixture's own config, so ``image_size``,
-``in_channels``, ``normalize`` and ``augment`` are shared. Members are forced binary
+``in_channels``, ``normalize``, ``augment`` and ``split`` are shared (a member can override ``split``,
+e.g. with its own split file); folder keys (``root``, ``images_dir``, ``mask_*``) are not inherited. Members are forced binary
 (``num_classes: 1``); a ``nifti``/``synthetic3d`` member yields 2-D slices along ``nifti.slice_axis``
 (default 2) in every split (``slice_eval: slices``), resized to ``image_size``.
 
@@ -24,7 +25,7 @@ from medseg.config import DataConfig, deep_merge
 from medseg.errors import DataError
 
 _SHARED_EXCLUDE = {"datasets", "kind", "root", "name", "modality", "weight", "images_dir", "masks_dir",
-                   "mask_suffix", "mask_mode", "mask_threshold", "split"}
+                   "mask_suffix", "mask_mode", "mask_threshold"}
 
 
 def member_config(parent: DataConfig, entry: dict[str, Any], index: int) -> DataConfig:
