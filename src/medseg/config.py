@@ -95,6 +95,7 @@ class DataConfig(Strict):
     mask_threshold: float = 127.0
     image_size: list[int] = Field(default_factory=lambda: [64, 64])
     train_sizes: list[int] | None = None  # per-batch random square size (IFE: 224..384 step 32)
+    pad_square: bool = False  # 2-D: zero-pad to a centred square before resizing (IFE); meta["pad"]
     normalize: Literal["imagenet", "zscore", "minmax", "none"] = "zscore"
     split: SplitConfig = Field(default_factory=SplitConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -155,11 +156,16 @@ class TrainConfig(Strict):
     keep_last: int = Field(2, ge=1)
     save_every: int = Field(1, ge=1)
     max_steps_per_epoch: int | None = None
-    log_every: int = Field(10, ge=1)
+    log_every: int = Field(1, ge=1)
     freeze_encoder: bool = False
     sync_bn: bool = False
     tensorboard: bool = False
     progress: bool = True
+    session_epochs: int | None = Field(None, ge=1)  # stop cleanly after this many epochs in this invocation
+
+
+# keys that may change between an interrupted run and its resumption without --force
+SESSION_KEYS = {"train.progress", "train.session_epochs", "train.tensorboard", "data.num_workers"}
 
 
 class EvalConfig(Strict):
@@ -309,6 +315,6 @@ def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[
         name = f"{prefix}{key}"
         if isinstance(va, dict) and isinstance(vb, dict):
             lines += config_diff(va, vb, name + ".")
-        elif va != vb:
+        elif va != vb and name not in SESSION_KEYS:
             lines.append(f"{name}: {va!r} -> {vb!r}")
     return lines

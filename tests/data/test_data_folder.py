@@ -162,3 +162,24 @@ def test_split_file_csv_and_unknown_ids(tmp_path):
         split_ids(IDS, SplitConfig(mode="file", file=str(tmp_path / "bad.json")), "train")
     with pytest.raises(DataError, match="split file not found"):
         split_ids(IDS, SplitConfig(mode="file", file=str(tmp_path / "zz.json")), "train")
+
+
+def test_pad_square_and_back_to_original(tmp_path):
+    from medseg.data import to_original_size
+
+    root = tmp_path / "p"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    img = np.zeros((10, 20), np.uint8)
+    img[:, :10] = 255  # left half bright
+    Image.fromarray(img).save(root / "images" / "a.png")
+    Image.fromarray(img).save(root / "masks" / "a.png")
+    ds = build_dataset(cfg_for(root, pad_square=True, image_size=[20, 20], in_channels=1, normalize="none"), "test")
+    s = ds[0]
+    assert s["meta"]["pad"] == (5, 5, 0, 0)
+    lab = s["label"][0]
+    assert lab[:5].sum() == 0 and lab[15:].sum() == 0 and lab[5:15, :10].all() and lab[5:15, 10:].sum() == 0
+    back = to_original_size(s["label"][None], (10, 20), s["meta"]["pad"])[0, 0]
+    label, meta = ds.read_original(0)
+    np.testing.assert_array_equal((back.numpy() > 0.5).astype(np.uint8), label)
+    assert meta["pad"] == (5, 5, 0, 0)

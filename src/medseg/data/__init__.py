@@ -12,8 +12,9 @@ with meta ``id, dataset, modality, spacing, original_shape, path`` (+ ``affine``
 
 Kinds (``cfg.kind``):
 
-- ``synthetic2d`` / ``folder2d``: items resized to ``image_size``; ``read_original(i)`` gives the label at
-  original size for evaluation.
+- ``synthetic2d`` / ``folder2d``: items resized to ``image_size`` (after zero-padding to a centred square
+  when ``pad_square``, meta ``pad``); ``read_original(i)`` gives the label at original size for
+  evaluation; ``to_original_size(logits, meta["original_shape"], meta.get("pad"))`` maps outputs back.
 - ``nifti`` / ``synthetic3d`` (``nifti.slice_axis`` None): train items are ``nifti.patch_size`` patches
   (foreground oversampling), ``samples_per_volume`` per volume per epoch; val/test items are whole
   volumes (``whole_volumes = True``; loaders use batch 1).
@@ -31,7 +32,7 @@ from medseg.data.nifti import NiftiVolumes, discover, normalize_volume, remap_la
 from medseg.data.nifti_io import load_nifti, save_nifti
 from medseg.data.splits import read_split_file, split_ids
 from medseg.data.synthetic import make_case
-from medseg.data.transforms import normalize_image, sample_seed
+from medseg.data.transforms import normalize_image, sample_seed, square_pad_widths, to_original_size
 from medseg.data.volumes import Synthetic3D, VolumeDataset, crop_around
 
 __all__ = [
@@ -64,5 +65,7 @@ __all__ = [
     "sample_seed",
     "save_nifti",
     "split_ids",
+    "square_pad_widths",
+    "to_original_size",
     "write_prediction",
 ]

@@ -26,7 +26,9 @@ from medseg.data.transforms import (
     build_augment_2d,
     match_channels,
     normalize_image,
+    pad_to_square,
     sample_seed,
+    square_pad_widths,
     to_unit_float,
 )
 from medseg.errors import DataError
@@ -90,6 +92,10 @@ class Base2D(Dataset):
         image, label, meta = self._checked(i)
         if image.dtype not in (np.uint8, np.uint16, np.float32):
             image = image.astype(np.float32)  # bool, int32, float64: types cv2.resize may not take
+        if self.cfg.pad_square:
+            pad = square_pad_widths(label.shape)
+            image, label = pad_to_square(image, pad), pad_to_square(label, pad)
+            meta = dict(meta, pad=pad)
         image = _resize(match_channels(image, self.cfg.in_channels), self.size, nearest=False)
         label = _resize(_label_storage(label), self.size, nearest=True)
         case = (image, label, meta)
@@ -106,8 +112,11 @@ class Base2D(Dataset):
             list(pool.map(self._prepared, todo))
 
     def read_original(self, i: int) -> tuple[np.ndarray, dict[str, Any]]:
-        """The label at original resolution (binary uint8 0/1 or int64 labels) and the case meta."""
+        """The label at original resolution (binary uint8 0/1 or int64 labels) and the case meta
+        (with ``pad`` when ``pad_square``: map outputs back with :func:`to_original_size`)."""
         _, label, meta = self._checked(i)
+        if self.cfg.pad_square:
+            meta = dict(meta, pad=square_pad_widths(label.shape))
         return label, dict(meta)
 
     # ------------------------------------------------------------------------------ samples

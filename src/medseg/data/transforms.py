@@ -144,3 +144,34 @@ def random_flip_nd(
         return image, label
     off = label.ndim - spatial
     return image.flip([1 + d for d in axes]), label.flip([off + d for d in axes])
+
+
+# ------------------------------------------------------------------------------ square padding
+def square_pad_widths(shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` zero padding that centres an ``H x W`` image in a square."""
+    h, w = int(shape[0]), int(shape[1])
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    return top, side - h - top, left, side - w - left
+
+
+def pad_to_square(arr: np.ndarray, pad: tuple[int, int, int, int]) -> np.ndarray:
+    """Zero-pad ``H x W (x C)`` by ``pad = (top, bottom, left, right)``."""
+    top, bottom, left, right = pad
+    widths = [(top, bottom), (left, right)] + [(0, 0)] * (arr.ndim - 2)
+    return np.pad(arr, widths) if any(pad) else arr
+
+
+def to_original_size(logits: torch.Tensor, original_shape: Sequence[int], pad: Sequence[int] | None = None) -> torch.Tensor:
+    """Map ``B x K x h x w`` network outputs back to the original ``H x W`` of a 2-D case.
+
+    Without ``pad``: bilinear resize to ``original_shape``. With ``pad = (top, bottom, left, right)``
+    (``meta["pad"]`` when ``data.pad_square``): resize to the padded square, then crop the padding, as
+    IFE's test protocol does (it uses ``align_corners=True`` here; we keep ``False`` as in training).
+    """
+    h, w = int(original_shape[0]), int(original_shape[1])
+    if not pad or not any(pad):
+        return F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    top, bottom, left, right = (int(p) for p in pad)
+    full = F.interpolate(logits, size=(h + top + bottom, w + left + right), mode="bilinear", align_corners=False)
+    return full[..., top:top + h, left:left + w]
