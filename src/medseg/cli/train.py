@@ -71,8 +71,9 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     cfg = load_config(config, args.overrides)
     result = train_run(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite, force=args.force)
-    print(json.dumps(result, indent=2))
-    return 0 if result["status"] == "finished" else 3
+    if int(__import__("os").environ.get("RANK", 0)) == 0:
+        print(json.dumps(result, indent=2))
+    return 0 if result["status"] in ("finished", "paused") else 3
 
 
 def run_runs(args: argparse.Namespace) -> int:

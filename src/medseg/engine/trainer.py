@@ -231,8 +231,10 @@ class Trainer:
         del probe
         bar = self._progress(total=steps * cfg.train.epochs, initial=steps * self.epoch + self.step_in_epoch)
         status = "finished"
+        stop_at = cfg.train.epochs if not cfg.train.session_epochs else min(
+            cfg.train.epochs, self.epoch + cfg.train.session_epochs)
         with StopFlag() as stop:
-            while self.epoch < cfg.train.epochs:
+            while self.epoch < stop_at:
                 if hasattr(self.loss_fn, "set_epoch"):
                     self.loss_fn.set_epoch(self.epoch)
                 if sampler is not None:
@@ -247,6 +249,10 @@ class Trainer:
                               f"{self.step_in_epoch}); continue with: medseg train --resume {self.run_dir}")
                     break
                 self._end_epoch(steps)
+        if status == "finished" and self.epoch < cfg.train.epochs:
+            status = "paused"
+            if rt.is_main:
+                print(f"stopped after train.session_epochs; continue with: medseg train --resume {self.run_dir}")
         bar.close()
         self.logger.close()
         return {"run_dir": str(self.run_dir), "status": status, "best_metric": self.best["value"],
@@ -341,7 +347,7 @@ class Trainer:
             ids = [m.get("id") for m in batch.get("meta", [])]
             last = self.ckpt_dir / "last.pt"
             kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-            raise TrainingError(f"non-finite loss ({float(loss):.4g}) at epoch {self.epoch}, step {step} "
+            raise TrainingError(f"non-finite loss ({float(loss.detach()):.4g}) at epoch {self.epoch}, step {step} "
                                 f"(global step {self.global_step}), batch cases {ids}; training stopped, {kept}. "
                                 "Lower optim.lr, set train.grad_clip, or check these cases.")
 
@@ -443,6 +449,8 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool
     try:
         state = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite, force=force,
                                 is_main=rt.is_main)
+        if rt.distributed:
+            dist.barrier()  # every rank has checked the folder before rank 0 writes into it
         if rt.is_main:
             (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             ckpt.atomic_write_text(dump_config(cfg), run_dir / "config.yaml")
