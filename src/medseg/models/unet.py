@@ -3,6 +3,12 @@
 Double ``conv3 -> norm -> ReLU`` blocks, max-pool downsampling, transposed-conv (stride 2) upsampling,
 skip concatenation, 1x1 head. ``base=64, depth=4`` gives the 64-128-256-512-1024 layout used by the
 IFE paper's UNet.
+
+IFE option (Liu et al., MICCAI 2023; ``../shared/spec/methods.md`` §2.4): ``create_model("unet",
+ife="curvature", ife_ratio=(0.75, 0.5))`` enhances the skip features c2 (level 1, 128 ch, stride 2) and c3
+(level 2, 256 ch, stride 4) with ``cat([skip, top-k(skip)], dim=1)`` before they join the decoder, so the
+decoder blocks take ``int(128 (2 + r0)) = 352`` and ``int(256 (2 + r1)) = 640`` channels for (0.75, 0.5)
+(baseline 256 and 512). The released code concatenates along the batch axis; we use the channel axis.
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from medseg.models import register_model
+from medseg.modules.ife import IFE, check_ratio, selected_channels
 
 
 def conv_nd(dims: int) -> type[nn.Module]:
@@ -112,15 +119,69 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+class IFEUNet(UNet):
+    """U-Net whose skip features at ``ife_levels`` go through :class:`~medseg.modules.IFE` (raw first).
+
+    Args (besides :class:`UNet`'s):
+        ife: ``"curvature"`` or ``"entropy"``.
+        ife_ratio: one ratio per level in ``ife_levels`` (the paper's "(c2, c3)" pair; 0 = no IFE there).
+        ife_entropy_mode: ``hist1d`` | ``batch_hist1d`` | ``unique`` | ``joint2d``.
+        ife_levels: skip levels to enhance (0 = full resolution); ``(1, 2)`` = c2, c3 as in the paper.
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 1, base: int = 64, depth: int = 4,
+                 spatial_dims: int = 2, norm: str = "batch", widths: Sequence[int] | None = None,
+                 ife: str = "curvature", ife_ratio: Sequence[float] = (0.75, 0.5),
+                 ife_entropy_mode: str = "hist1d", ife_levels: Sequence[int] = (1, 2)) -> None:
+        ratios = [float(r) for r in ife_ratio]
+        levels = [int(v) for v in ife_levels]
+        if len(ratios) != len(levels):
+            raise ValueError(f"unet: ife_ratio {tuple(ratios)} needs one ratio per level in ife_levels "
+                             f"{tuple(levels)}")
+        n_levels = len(widths) if widths is not None else depth + 1
+        for level in levels:
+            if not 0 <= level < n_levels - 1:
+                raise ValueError(f"unet: ife level {level} has no skip connection; valid levels are "
+                                 f"0..{n_levels - 2}")
+        self._ife_ratio = {lv: r for lv, r in zip(levels, ratios) if r != 0}
+        super().__init__(in_channels, out_channels, base, depth, spatial_dims, norm, widths)
+        self.ife = nn.ModuleDict({
+            str(lv): IFE(check_ratio(r, f"unet.skip{lv}", self.widths[lv]), ife, ife_entropy_mode,
+                         channels=self.widths[lv], name=f"unet.skip{lv}", order="raw_first")
+            for lv, r in self._ife_ratio.items()})
+
+    def decoder_in_channels(self, level: int) -> int:
+        """``2 C + floor(r C)`` at an enhanced level (``int(C (2 + r))`` in the paper), else ``2 C``."""
+        extra = selected_channels(self._ife_ratio[level], self.widths[level]) if level in self._ife_ratio else 0
+        return 2 * self.widths[level] + extra
+
+    def enhance_skip(self, level: int, skip: torch.Tensor) -> torch.Tensor:
+        key = str(level)
+        return self.ife[key](skip) if key in self.ife else skip
+
+
+def _build(in_channels: int, out_channels: int, base: int, depth: int, dims: int, norm: str,
+           widths: Sequence[int] | None, ife: str | None, ife_ratio: Sequence[float], ife_entropy_mode: str,
+           ife_levels: Sequence[int]) -> UNet:
+    if ife is None or ife in ("none", "off"):
+        return UNet(in_channels, out_channels, base, depth, dims, norm, widths)
+    return IFEUNet(in_channels, out_channels, base, depth, dims, norm, widths, ife, ife_ratio, ife_entropy_mode,
+                   ife_levels)
+
+
 @register_model("unet")
 def unet(in_channels: int = 3, out_channels: int = 1, base: int = 64, depth: int = 4, norm: str = "batch",
-         widths: Sequence[int] | None = None) -> UNet:
-    """2-D U-Net (base 64, depth 4 = the 64-128-256-512-1024 layout of the IFE paper)."""
-    return UNet(in_channels, out_channels, base, depth, 2, norm, widths)
+         widths: Sequence[int] | None = None, ife: str | None = None, ife_ratio: Sequence[float] = (0.75, 0.5),
+         ife_entropy_mode: str = "hist1d", ife_levels: Sequence[int] = (1, 2)) -> UNet:
+    """2-D U-Net (base 64, depth 4 = the 64-128-256-512-1024 layout of the IFE paper); ``ife=`` adds IFE."""
+    return _build(in_channels, out_channels, base, depth, 2, norm, widths, ife, ife_ratio, ife_entropy_mode,
+                  ife_levels)
 
 
 @register_model("unet3d")
 def unet3d(in_channels: int = 1, out_channels: int = 2, base: int = 16, depth: int = 4, norm: str = "instance",
-           widths: Sequence[int] | None = None) -> UNet:
-    """3-D U-Net (base 16, depth 4 by default, instance norm)."""
-    return UNet(in_channels, out_channels, base, depth, 3, norm, widths)
+           widths: Sequence[int] | None = None, ife: str | None = None, ife_ratio: Sequence[float] = (0.75, 0.5),
+           ife_entropy_mode: str = "hist1d", ife_levels: Sequence[int] = (1, 2)) -> UNet:
+    """3-D U-Net (base 16, depth 4 by default, instance norm); ``ife=`` adds IFE on 3-D skips."""
+    return _build(in_channels, out_channels, base, depth, 3, norm, widths, ife, ife_ratio, ife_entropy_mode,
+                  ife_levels)

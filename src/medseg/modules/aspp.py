@@ -48,7 +48,11 @@ class ASPP(nn.Module):
             nn.Conv2d(out_channels * (len(rates) + 2), out_channels, 1, bias=False), nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def concat_branches(self, x: torch.Tensor) -> torch.Tensor:
+        """The five branch outputs concatenated (``5 x out_channels``), before the 1x1 projection."""
         outs = [branch(x) for branch in self.branches]
         pooled = F.interpolate(self.pool(x), size=x.shape[2:], mode="bilinear", align_corners=True)
-        return self.project(torch.cat([*outs, pooled], dim=1))
+        return torch.cat([*outs, pooled], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.concat_branches(x))

@@ -80,15 +80,18 @@ def curvature_scores(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return resp.abs_().reshape(b, c, -1).sum(-1)
 
 
+def window_sums(x: torch.Tensor) -> torch.Tensor:
+    """Exact sums over every 3x3 (3x3x3) window with zero padding: a sum-pool (``divisor_override=1``)."""
+    pool = F.avg_pool2d if x.dim() == 4 else F.avg_pool3d
+    if min(x.shape[2:]) < 3:  # the pooling kernels refuse maps smaller than the window even when padded
+        return pool(F.pad(x, [1] * (2 * (x.dim() - 2))), 3, 1, 0, divisor_override=1)
+    return pool(x, 3, 1, 1, count_include_pad=True, divisor_override=1)
+
+
 def _window_keys(x: torch.Tensor) -> torch.Tensor:
     """``100 i + j`` per window (zero padding): ``i = x``, ``j`` = mean of the 8 (26) neighbours, fp32."""
-    nd = x.dim() - 2
-    n_nb = 3 ** nd - 1
-    if nd == 2:
-        s = F.avg_pool2d(x, 3, 1, 1, count_include_pad=True, divisor_override=1)  # exact 3x3 sums
-    else:
-        s = F.avg_pool3d(x, 3, 1, 1, count_include_pad=True, divisor_override=1)
-    return s.sub_(x).div_(n_nb).add_(x, alpha=KEY_SCALE)
+    n_nb = 3 ** (x.dim() - 2) - 1
+    return window_sums(x).sub_(x).div_(n_nb).add_(x, alpha=KEY_SCALE)
 
 
 def _entropy_bits(counts: torch.Tensor, norm: float) -> torch.Tensor:
@@ -141,8 +144,7 @@ def entropy_scores(x: torch.Tensor, mode: str = "hist1d", bins: int = 256) -> to
     if mode == "joint2d":
         q = _quantise_255(x)
         n_nb = 3 ** nd - 1
-        pool = F.avg_pool2d if nd == 2 else F.avg_pool3d
-        j = pool(q, 3, 1, 1, count_include_pad=True, divisor_override=1).sub_(q).div_(n_nb).floor_()
+        j = window_sums(q).sub_(q).div_(n_nb).floor_()
         keys = q.mul_(256.0).add_(j).reshape(b * c, -1)
         return _distinct_entropy(keys, float(windows)).reshape(b, c)
     keys = _window_keys(x).reshape(b, c, -1)
