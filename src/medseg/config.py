@@ -190,7 +190,9 @@ class RunConfig(Strict):
 
     @property
     def spatial_dims(self) -> int:
-        return len(self.data.image_size) if self.data.kind != "synthetic3d" else 3
+        """Dimensionality of the model input: 3 for volumes (unless sliced along an axis), else 2."""
+        volumes = self.data.kind in ("synthetic3d", "nifti") and self.data.nifti.slice_axis is None
+        return 3 if volumes else 2
 
 
 # ------------------------------------------------------------------------- load / override

@@ -11,24 +11,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from medseg.config import RunConfig
 from medseg.engine.checkpoint import atomic_write_text, resolve_checkpoint
-from medseg.engine.infer import (forward_logits, labels_from_probabilities, probabilities, resize_logits,
-                                 sliding_window_logits)
-from medseg.engine.runtime import Runtime, make_runtime
+from medseg.engine.infer import case_logits, labels_from_probabilities, probabilities, resize_logits
+from medseg.engine.runtime import make_runtime
 from medseg.engine.trainer import model_from_checkpoint
-
-
-def is_volume_config(cfg: RunConfig) -> bool:
-    return cfg.data.kind in ("synthetic3d", "nifti") and cfg.data.nifti.slice_axis is None
-
-
-def case_logits(model: torch.nn.Module, image: torch.Tensor, cfg: RunConfig, rt: Runtime) -> torch.Tensor:
-    """Logits of one case (``1 x C x *spatial`` input): sliding window for volumes, else one forward."""
-    if is_volume_config(cfg):
-        roi = cfg.eval.sliding_window or cfg.data.nifti.patch_size or list(image.shape[2:])
-        return sliding_window_logits(model, image, roi, cfg.eval.overlap, rt)
-    return forward_logits(model, image, rt)
 
 
 def summarize(rows: list[dict[str, Any]], metrics: Sequence[str]) -> dict[str, Any]:
@@ -86,7 +72,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
         gt, meta = dataset.read_original(index)
         with torch.no_grad():
             logits = case_logits(model, sample["image"][None], cfg, rt)
-            logits = resize_logits(logits, gt.shape)
+            if logits.ndim == 4:
+                from medseg.data.transforms import to_original_size
+
+                logits = to_original_size(logits, gt.shape, meta.get("pad"))
+            else:
+                logits = resize_logits(logits, gt.shape)
             prob = probabilities(logits)
             pred = labels_from_probabilities(prob, cfg.eval.threshold)[0].cpu().numpy()
         fg = prob[0, 0].cpu().numpy() if prob.shape[1] == 1 else None

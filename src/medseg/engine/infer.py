@@ -75,3 +75,34 @@ def resize_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return logits
     mode = "bilinear" if logits.ndim == 4 else "trilinear"
     return F.interpolate(logits, size=tuple(int(s) for s in size), mode=mode, align_corners=False)
+
+
+def slicewise_logits(model: nn.Module, volume: torch.Tensor, axis: int, size: Sequence[int], rt: Runtime,
+                     chunk: int = 16) -> torch.Tensor:
+    """A 2-D model over every slice of a ``1 x C x D x H x W`` volume along spatial ``axis`` (0, 1, 2):
+    slices resized to the training ``size``, logits resized back and restacked."""
+    vol = volume[0].movedim(axis + 1, 0)  # S x C x a x b
+    plane = vol.shape[2:]
+    outs = []
+    for start in range(0, vol.shape[0], chunk):
+        part = vol[start:start + chunk]
+        part = F.interpolate(part, size=tuple(size), mode="bilinear", align_corners=False)
+        outs.append(resize_logits(forward_logits(model, part, rt), plane).cpu())
+    logits = torch.cat(outs, 0)  # S x K x a x b
+    return logits.movedim(0, axis + 1)[None] if axis != 0 else logits.movedim(0, 1)[None]
+
+
+def case_logits(model: nn.Module, images: torch.Tensor, cfg: Any, rt: Runtime) -> torch.Tensor:
+    """Logits of a batch whatever its kind: 2-D images (one forward), volumes with a 3-D model (MONAI
+    sliding window over ``eval.sliding_window`` or ``data.nifti.patch_size``), or volumes with a 2-D
+    model (slice by slice along ``data.nifti.slice_axis``)."""
+    model_dims = int(getattr(model, "spatial_dims", images.ndim - 2))
+    if images.ndim == 5 and model_dims == 2:
+        axis = cfg.data.nifti.slice_axis if cfg.data.nifti.slice_axis is not None else 2
+        size = cfg.data.nifti.patch_size if cfg.data.nifti.patch_size and len(cfg.data.nifti.patch_size) == 2 \
+            else cfg.data.image_size[-2:]
+        return slicewise_logits(model, images, axis, size, rt)
+    if images.ndim == 5:
+        roi = cfg.eval.sliding_window or cfg.data.nifti.patch_size or list(images.shape[2:])
+        return sliding_window_logits(model, images, roi, cfg.eval.overlap, rt)
+    return forward_logits(model, images, rt)

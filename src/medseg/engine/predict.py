@@ -17,8 +17,7 @@ from tqdm.auto import tqdm
 
 from medseg.config import RunConfig
 from medseg.engine.checkpoint import resolve_checkpoint
-from medseg.engine.infer import (forward_logits, labels_from_probabilities, probabilities, resize_logits,
-                                 sliding_window_logits)
+from medseg.engine.infer import case_logits, forward_logits, labels_from_probabilities, probabilities
 from medseg.engine.runtime import Runtime, make_runtime
 from medseg.engine.trainer import model_from_checkpoint
 from medseg.errors import DataError
@@ -54,19 +53,26 @@ def collect_inputs(source: Path) -> list[list[Path]]:
     return [sorted(g) for _, g in sorted(groups.items())]
 
 
-def prepare_image(path: Path, cfg: RunConfig) -> tuple[torch.Tensor, tuple[int, int]]:
-    """A 2-D image file -> normalised ``1 x C x h x w`` tensor at the training size, and its original size."""
+def prepare_image(path: Path, cfg: RunConfig) -> tuple[torch.Tensor, tuple[int, int], tuple | None]:
+    """A 2-D image file -> normalised ``1 x C x h x w`` tensor at the training size, its original size, and
+    the square padding applied (``data.pad_square``) or None."""
     from medseg.data.io import read_image
-    from medseg.data.transforms import match_channels, normalize_image, to_unit_float
+    from medseg.data.transforms import (match_channels, normalize_image, pad_to_square, square_pad_widths,
+                                        to_unit_float)
 
     array = read_image(path)
     original = tuple(array.shape[:2])
-    array = to_unit_float(match_channels(array, cfg.data.in_channels))
+    pad = None
+    if cfg.data.pad_square:
+        pad = square_pad_widths(original)
+        array = pad_to_square(array, pad)
+    from medseg.data.datasets2d import _resize  # the dataset's own resize: identical preprocessing
+
+    array = _resize(match_channels(array, cfg.data.in_channels), cfg.data.image_size[:2], nearest=False)
+    array = to_unit_float(array)
     image = normalize_image(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float(),
-                            cfg.data.normalize)
-    size = cfg.data.image_size[:2]
-    image = torch.nn.functional.interpolate(image[None], size=tuple(size), mode="bilinear", align_corners=False)
-    return image, original
+                            cfg.data.normalize)[None]
+    return image, original, pad
 
 
 def prepare_volume(paths: Sequence[Path], cfg: RunConfig) -> torch.Tensor:
@@ -93,11 +99,12 @@ def predict_case(model: torch.nn.Module, files: list[Path], cfg: RunConfig, rt: 
     with torch.no_grad():
         if files[0].name.lower().endswith(VOLUME_EXT):
             volume = prepare_volume(files, cfg)
-            roi = cfg.eval.sliding_window or cfg.data.nifti.patch_size or list(volume.shape[2:])
-            logits = sliding_window_logits(model, volume, roi, cfg.eval.overlap, rt)
+            logits = case_logits(model, volume, cfg, rt)
         else:
-            image, original = prepare_image(files[0], cfg)
-            logits = resize_logits(forward_logits(model, image, rt), original)
+            from medseg.data.transforms import to_original_size
+
+            image, original, pad = prepare_image(files[0], cfg)
+            logits = to_original_size(forward_logits(model, image, rt), original, pad)
         prob = probabilities(logits)
         labels = labels_from_probabilities(prob, cfg.eval.threshold)[0].cpu().numpy()
     fg = prob[0, 0] if prob.shape[1] == 1 else 1 - prob[0, 0]

@@ -25,7 +25,7 @@ import torch.nn as nn
 
 from medseg.config import ConfigError, RunConfig, build_config, config_diff, dump_config
 from medseg.engine import checkpoint as ckpt
-from medseg.engine.infer import forward_logits, labels_from_probabilities, probabilities, sliding_window_logits
+from medseg.engine.infer import case_logits, labels_from_probabilities, probabilities
 from medseg.engine.logs import RunLogger, environment_record, memory_mb
 from medseg.engine.optim import build_optimizer, build_scheduler, freeze_encoder
 from medseg.engine.runtime import (Runtime, eval_mode, init_distributed, make_runtime, memory_format,
@@ -143,7 +143,7 @@ class StopFlag:
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, rt: Runtime, state: dict[str, Any] | None) -> None:
         self.cfg, self.run_dir, self.rt = cfg, run_dir, rt
-        self.dims = 3 if (cfg.data.kind in ("synthetic3d", "nifti") and cfg.data.nifti.slice_axis is None) else 2
+        self.dims = cfg.spatial_dims
         self.ckpt_dir = run_dir / "checkpoints"
         seed_everything(cfg.train.seed + rt.rank * 0, cfg.train.deterministic)
         model = build_model(cfg)
@@ -407,16 +407,10 @@ def validate(model: nn.Module, cfg: RunConfig, rt: Runtime, dims: int, loss_fn: 
     dataset = cached_dataset(cfg.data, "val")
     loader = build_loader(cfg.data, "val", seed=cfg.train.seed, dataset=dataset,
                           sampler=_RankSubset(len(dataset), rt.rank, rt.world_size))
-    volumes = bool(getattr(dataset, "whole_volumes", False)) and dims == 3
     rows: list[tuple[str, list[float], float]] = []
     with eval_mode(model):
         for batch in loader:
-            images = batch["image"]
-            if volumes:
-                roi = cfg.eval.sliding_window or cfg.data.nifti.patch_size or list(images.shape[2:])
-                logits = sliding_window_logits(model, images, roi, cfg.eval.overlap, rt)
-            else:
-                logits = forward_logits(model, images, rt)
+            logits = case_logits(model, batch["image"], cfg, rt)
             label = batch["label"].to(rt.device)
             loss = float(loss_fn(logits, {**batch, "label": label})["loss"]) if (
                 loss_fn is not None and not getattr(loss_fn, "requires", None)) else float("nan")
