@@ -169,7 +169,7 @@ def s_measure(prob: np.ndarray, gt: np.ndarray, alpha: float = 0.5) -> float:
         return float(1 - np.mean(prob))
     if y == 1:
         return float(np.mean(prob))
-    obj = _s_object(prob[gt]) * y + _s_object((1 - prob)[~gt]) * (1 - y)
+    obj = _s_object(prob[gt]) * y + _s_object(1 - prob[~gt]) * (1 - y)
     h, w = gt.shape
     n_fg = np.count_nonzero(gt)
     cy = np.round(np.dot(np.count_nonzero(gt, axis=1), np.arange(h)) / n_fg)
@@ -259,22 +259,16 @@ def _smoothed_nearest_error(err: np.ndarray, gt: np.ndarray) -> np.ndarray:
     import cv2
 
     pad = 4
-    gp = np.pad(gt, pad)
-    ep = np.pad(err, pad)
+    h, w = gt.shape
+    gp = np.pad(gt, pad).ravel()
+    ep = np.pad(err, pad).ravel()
     ring = cv2.dilate(gt.view(np.uint8), np.ones((7, 7), np.uint8), borderType=cv2.BORDER_CONSTANT,
                       borderValue=0).view(bool) & ~gt
     ys, xs = np.nonzero(ring)
-    ys = ys + pad
-    xs = xs + pad
-    values = np.zeros(ys.size)
-    todo = np.ones(ys.size, dtype=bool)
-    for dy, dx in _RING_OFFSETS:
-        hit = gp[ys + dy, xs + dx] & todo
-        if hit.any():
-            values[hit] = ep[ys[hit] + dy, xs[hit] + dx]
-            todo &= ~hit
-            if not todo.any():
-                break
+    lin = (ys + pad) * (w + 2 * pad) + (xs + pad)
+    steps = np.array([dy * (w + 2 * pad) + dx for dy, dx in _RING_OFFSETS], dtype=np.intp)
+    candidates = lin[:, None] + steps  # offsets in tie order: the first G pixel is the nearest
+    first = np.argmax(np.take(gp, candidates), axis=1)
     et = np.where(gt, err, 0.0)
-    et[ys - pad, xs - pad] = values
+    et[ys, xs] = np.take(ep, candidates[np.arange(lin.size), first])
     return cv2.filter2D(et, -1, _gauss7(), borderType=cv2.BORDER_CONSTANT)
