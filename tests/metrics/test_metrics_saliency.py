@@ -110,3 +110,17 @@ def test_saliency_rejects_multiclass_and_bad_maps() -> None:
         MetricSuite(["mae"])(None, g, prob=np.full((8, 8), 1.5))
     with pytest.raises(ValueError, match="2-D"):
         MetricSuite(["s_measure"])(None, np.zeros((4, 4, 4), bool), prob=np.zeros((4, 4, 4)))
+
+
+def test_soft_dice_and_ife_minmax_binarisation_by_hand() -> None:
+    gt = np.zeros((4, 4), bool)
+    gt[:2] = True
+    prob = np.zeros((4, 4))
+    prob[0] = 0.4
+    prob[1, :2] = 0.2  # max 0.4 -> min-max normalised: row 0 = 1, row 1 left = 0.5
+    s = prob / 0.4
+    expected = (2 * (s * gt).sum() + 1e-5) / (s.sum() + gt.sum() + 1e-5)
+    assert MetricSuite(["soft_dice"])(None, gt, prob=prob).values["soft_dice"] == pytest.approx(expected, rel=1e-12)
+    # default: prob > 0.5 -> empty prediction; IFE protocol: min-max first -> row 0 predicted
+    assert MetricSuite(["dice"])(None, gt, prob=prob).values["dice"] == 0.0
+    assert MetricSuite(["dice"], compat="ife")(None, gt, prob=prob).values["dice"] == pytest.approx(2 * 4 / (4 + 8))

@@ -32,7 +32,8 @@ class Policy:
     Attributes:
         empty: ``"worst"`` (default: the table of ``metrics-policy.md``) or ``"nan"`` (undefined -> NaN).
         compat: ``None``, ``"ife"`` (IFE code: 0 on empty masks, uint8 MAE, HCE at 64x64, |RVD|,
-            Conformity 0 when DSC <= 0.01, ASSD as the mean of the two directed means) or ``"medpy"``
+            Conformity 0 when DSC <= 0.01, ASSD as the mean of the two directed means, a probability
+            map min-max normalised per image before the 0.5 threshold) or ``"medpy"``
             (the values medpy 0.5.2 returns: NaN for Dice/precision/recall/specificity on a zero
             denominator, 1 for Jaccard; raises where medpy raises: distances and RVD on empty masks).
         hd95_mode: ``"pooled"`` (95th percentile of both directions pooled, medpy) or

@@ -120,6 +120,15 @@ def polyp_iou_curve(st: MapStats) -> np.ndarray:
     return np.divide(st.tp, den, out=np.zeros(256), where=(den > 0) & (st.tp > 0))
 
 
+def soft_dice(prob: np.ndarray, gt: np.ndarray, smooth: float = 1e-5) -> float:
+    """Soft Dice of the continuous map ``(2·Σ s·g + 1e-5) / (Σ s + Σ g + 1e-5)``.
+
+    The "mDice" of CHNet's Python ``eval.py`` (methods.md §3.4), averaged over images by the summary; the
+    polyp tables use ``polyp_mdice`` (the MATLAB toolbox's mean over 256 thresholds) instead.
+    """
+    return float((2 * np.sum(prob * gt) + smooth) / (np.sum(prob) + np.count_nonzero(gt) + smooth))
+
+
 # ------------------------------------------------------------------------------------------ MAE
 def mae(prob: np.ndarray, gt: np.ndarray) -> float:
     """Mean absolute error ``mean |map − G|`` (Perazzi et al., CVPR 2012)."""

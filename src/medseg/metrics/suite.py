@@ -55,6 +55,7 @@ SPECS: dict[str, MetricSpec] = {s.name: s for s in [
     MetricSpec("e_measure_adp", "map", True, "E-measure at the adaptive threshold 2*mean"),
     MetricSpec("polyp_mdice", "map", True, "polyp-benchmark mDice: Dice averaged over 256 thresholds"),
     MetricSpec("polyp_miou", "map", True, "polyp-benchmark mIoU: IoU averaged over 256 thresholds"),
+    MetricSpec("soft_dice", "map", True, "soft Dice of the map, (2*sum(s*g)+1e-5)/(sum(s)+sum(g)+1e-5) (CHNet eval.py)"),
     MetricSpec("hce", "hce", False, "human correction effort (DIS), raw count"),
 ]}
 
@@ -151,7 +152,9 @@ class MetricSuite:
         if pred is None:
             if prob_np is None:
                 raise ValueError(f"case '{case}': give a prediction mask or a probability map")
-            pred_np = prob_np > self.policy.threshold
+            # IFE's test protocol min-max normalises each map before thresholding (methods.md §2.5)
+            source = sal.normalize_map(prob_np) if self.policy.compat == "ife" else prob_np
+            pred_np = source > self.policy.threshold
         else:
             pred_np = as_binary(pred, "prediction", case)
         check_pair(pred_np, gt_np, case)
@@ -189,6 +192,8 @@ class MetricSuite:
             out["s_measure"] = sal.s_measure(prob, gt)
         if "wf_measure" in names:
             out["wf_measure"] = sal.weighted_f_measure(prob, gt)
+        if "soft_dice" in names:
+            out["soft_dice"] = sal.soft_dice(prob, gt)
         curve_names = [n for n in names if n.startswith(("f_measure", "e_measure", "polyp"))]
         if curve_names:
             st = sal.map_stats(prob, gt)
