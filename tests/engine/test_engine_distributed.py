@@ -59,3 +59,47 @@ def test_ddp_validation_counts_each_case_once_and_resumes(tmp_path: Path) -> Non
     b = torch.load(tmp_path / "cut/checkpoints/last.pt", weights_only=False)["model"]
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5, rtol=1e-4), key
+
+
+def _rank_pids(parent_pid: int) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes (read from /proc environ)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+            stat = (entry / "stat").read_text().split()
+        except OSError:
+            continue
+        vars_ = dict(e.split(b"=", 1) for e in env if b"=" in e)
+        if b"TORCHELASTIC_RUN_ID" in vars_ and b"RANK" in vars_ and int(stat[3]) == parent_pid:
+            out[int(vars_[b"RANK"])] = int(entry.name)
+    return out
+
+
+def test_dead_worker_stops_all_ranks_and_keeps_checkpoint(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    raw = tiny_raw(epochs=500)
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone",
+                             "-m", "medseg", "train", str(cfg_path), "--output", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run / "checkpoints" / "epoch_002.pt").is_file():
+        time.sleep(0.3)
+    pids = _rank_pids(proc.pid)
+    assert 1 in pids, pids
+    os.kill(pids[1], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode != 0
+    assert "rank      : 1" in out or "rank: 1" in out, out[-2000:]
+    from medseg.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["epoch"] >= 2
