@@ -116,8 +116,10 @@ class TverskyLoss(_RegionLoss):
 
 @register_loss("focal_tversky")
 class FocalTverskyLoss(TverskyLoss):
-    """Focal Tversky loss ``(1 − TI)^γ`` per class, γ = 0.75 (Abraham & Khan, ISBI 2019: exponent 1/γ' with
-    γ' = 4/3); ``TI`` the Tversky index with α = 0.3, β = 0.7. γ < 1 strengthens the gradient of hard classes.
+    """Focal Tversky loss ``(1 − TI)^γ`` per class, γ = 0.75 (Abraham & Khan, ISBI 2019).
+
+    The paper writes the exponent as 1/γ' with γ' = 4/3; ``TI`` is the Tversky index with α = 0.3, β = 0.7.
+    γ < 1 strengthens the gradient of hard classes.
     """
 
     name = "focal_tversky"
