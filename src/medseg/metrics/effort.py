@@ -58,7 +58,11 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
     width = img.shape[1]
     flat = img.ravel()
     off = np.array([-width - 1, -width, -width + 1, 1, width + 1, width, width - 1, -1], dtype=np.intp)
-    active = np.flatnonzero(flat)
+    import cv2
+
+    # only pixels with a background 8-neighbour can be removable (code 255 never is)
+    interior = cv2.erode(img, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    active = np.flatnonzero(flat & (interior.ravel() ^ 1))
     queued = np.zeros(flat.size, dtype=np.uint8)
     queued[active] = 1
     stamp = np.zeros(flat.size, dtype=np.intp)
