@@ -9,11 +9,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from medseg.engine.checkpoint import atomic_write_text, resolve_checkpoint
 from medseg.engine.infer import case_logits, labels_from_probabilities, probabilities, resize_logits
 from medseg.engine.runtime import make_runtime
+from medseg.engine.runtime import progress as progress_bar
 from medseg.engine.trainer import model_from_checkpoint
 
 
@@ -67,7 +67,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
     dataset = build_dataset(cfg.data, split)
     rows: list[dict[str, Any]] = []
     pred_dir = out_dir / "predictions" / split
-    for index in tqdm(range(len(dataset)), desc=f"evaluate {split}", disable=not progress, dynamic_ncols=True):
+    for index in progress_bar(range(len(dataset)), desc=f"evaluate {split}", disable=not progress):
         sample = dataset[index]
         gt, meta = dataset.read_original(index)
         with torch.no_grad():

@@ -13,12 +13,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from medseg.config import RunConfig
 from medseg.engine.checkpoint import resolve_checkpoint
 from medseg.engine.infer import case_logits, forward_logits, labels_from_probabilities, probabilities
 from medseg.engine.runtime import Runtime, make_runtime
+from medseg.engine.runtime import progress as progress_bar
 from medseg.engine.trainer import model_from_checkpoint
 from medseg.errors import DataError
 
@@ -121,7 +121,7 @@ def predict_paths(checkpoint: str | Path, source: str | Path, output: str | Path
     model = model.to(rt.device)
     out_dir = Path(output)
     written: list[Path] = []
-    for files in tqdm(collect_inputs(Path(source)), desc="predict", disable=not progress, dynamic_ncols=True):
+    for files in progress_bar(collect_inputs(Path(source)), desc="predict", disable=not progress):
         labels, fg = predict_case(model, files, cfg, rt)
         volume = files[0].name.lower().endswith(VOLUME_EXT)
         name = CHANNEL_SUFFIX.sub("", stem_of(files[0])) if volume else stem_of(files[0])

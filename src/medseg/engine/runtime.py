@@ -127,3 +127,14 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
             yield
     finally:
         model.train(was)
+
+
+def progress(iterable: Any = None, **kwargs: Any):
+    """A tqdm bar with ETA; refreshes rarely when stderr is not a terminal (log files stay readable)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("mininterval", 0.5 if sys.stderr.isatty() else 15.0)
+    return tqdm(iterable, **kwargs)

@@ -259,11 +259,10 @@ class Trainer:
                 "best_epoch": self.best["epoch"], "metric": self.best["metric"], "epochs": self.epoch}
 
     def _progress(self, total: int, initial: int):
-        from tqdm.auto import tqdm
+        from medseg.engine.runtime import progress
 
-        return tqdm(total=total, initial=initial, disable=not (self.rt.is_main and self.cfg.train.progress),
-                    desc="train", unit="step", dynamic_ncols=True, leave=True,
-                    mininterval=0.5 if sys.stderr.isatty() else 10.0)
+        return progress(total=total, initial=initial, disable=not (self.rt.is_main and self.cfg.train.progress),
+                        desc="train", unit="step", leave=True)
 
     def _train_epoch(self, loader, steps: int, bar, stop: StopFlag) -> bool:
         cfg, rt = self.cfg, self.rt
