@@ -156,3 +156,17 @@ def test_cli_metrics_and_compare(folders, tmp_path: Path, capsys) -> None:
     assert main(["metrics", "--pred", str(pred_dir), "--gt", str(gt_dir), "--output", str(out_b)]) == 1
     assert "unpaired" in capsys.readouterr().err
     assert main(["metrics", "--list"]) == 0
+
+
+def test_label_map_given_as_binary_prediction_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "g").mkdir()
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:8, 2:8], labels[10:15, 10:15] = 1, 2
+    cv2.imwrite(str(tmp_path / "p" / "x.png"), labels)
+    cv2.imwrite(str(tmp_path / "g" / "x.png"), (labels > 0).astype(np.uint8) * 255)
+    with pytest.raises(DataError, match=r"(?s)case 'x'.*label map"):
+        evaluate_folder(tmp_path / "p", tmp_path / "g", ["dice"], workers=1)
+    cv2.imwrite(str(tmp_path / "g" / "x.png"), labels)
+    res = evaluate_folder(tmp_path / "p", tmp_path / "g", ["dice"], num_classes=3, workers=1)
+    assert res.cases[0].values["dice_1"] == 1.0 and res.cases[0].values["dice_2"] == 1.0

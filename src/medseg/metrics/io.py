@@ -113,6 +113,9 @@ def as_prediction(arr: np.ndarray, num_classes: int, threshold: float, case: str
     if arr.dtype == np.uint8:
         if values is not None and set(values.tolist()) <= {0, 255}:
             return arr > 127, None
+        if values is not None and values.size <= 16 and values.max() < 16:
+            raise DataError(f"case '{case}': the prediction holds the labels {values.tolist()}: a label map, not a "
+                            f"binary mask or probability map; pass --num-classes K for label maps")
         prob = arr / 255.0
     elif arr.dtype.kind == "f":
         lo, hi = float(arr.min()), float(arr.max())
