@@ -156,3 +156,11 @@ def test_bad_inputs_name_the_problem() -> None:
         MetricSuite(["mae"])(None, F, prob=np.full((4, 4), np.nan))
     with pytest.raises(ValueError, match="empty="):
         MetricSuite(["dice"], empty="zero")
+
+
+def test_multiclass_absent_class_does_not_raise_under_medpy_compat() -> None:
+    gt = np.zeros((6, 6), int)
+    gt[1:3, 1:3] = 1
+    values = evaluate_case(gt.copy(), gt, ["dice", "rvd"], num_classes=3, compat="medpy")
+    assert values["dice_1"] == 1.0 and values["rvd_1"] == 0.0
+    assert np.isnan(values["dice_2"]) and np.isnan(values["rvd_2"])

@@ -216,8 +216,10 @@ class MetricSuite:
         counts = ov.class_counts(matrix, classes)
         present = (counts[:, 0] + counts[:, 1] + counts[:, 2]) > 0
         per_class: dict[str, np.ndarray] = {}
-        for name in self._of("overlap"):
-            per_class[name] = ov.OVERLAP_FUNCTIONS[name](counts, self.policy)
+        for name in self._of("overlap"):  # classes absent from both are not applicable: never evaluated
+            per_class[name] = np.full(len(classes), np.nan)
+            if present.any():
+                per_class[name][present] = ov.OVERLAP_FUNCTIONS[name](counts[present], self.policy)
         if "distance" in self.groups:
             for name in self._of("distance"):
                 per_class[name] = np.full(len(classes), np.nan)
