@@ -116,7 +116,8 @@ def _sdf(batch: dict, num_classes: int, spacing: str = "pixel", backend: str = "
 
 
 def _contour(batch: dict, num_classes: int, kernel: int = 3, iterations: int = 6) -> torch.Tensor:
-    return contour(label_channels(batch["label"], max(num_classes, 2)), int(kernel), int(iterations))
+    channels = label_channels(batch["label"], max(num_classes, 2), dtype=torch.bool)
+    return contour(channels, int(kernel), int(iterations))
 
 
 def _dwce_weight(batch: dict, num_classes: int, w0: float = 10.0, sigma: float = 5.0, balance: int = 1,
