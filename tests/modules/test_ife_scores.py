@@ -217,3 +217,12 @@ def test_unknown_modes():
         IFE(0.5, "texture")
     with pytest.raises(ValueError, match="hist1d"):
         IFE(0.5, "entropy", entropy_mode="hist2d")
+
+
+def test_channels_last_input_gives_the_same_scores():
+    x = torch.randn(2, 8, 9, 9, generator=torch.Generator().manual_seed(12))
+    cl = x.contiguous(memory_format=torch.channels_last)
+    for score, mode in (("curvature", "hist1d"), ("entropy", "hist1d"), ("entropy", "unique")):
+        ife = IFE(0.5, score, mode)
+        torch.testing.assert_close(ife.scores(cl), ife.scores(x), rtol=0, atol=0)
+        torch.testing.assert_close(ife(cl), ife(x))

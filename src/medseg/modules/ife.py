@@ -105,13 +105,24 @@ def _histogram_entropy(keys: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, b
     """Entropy of a ``bins``-bin histogram of each row of ``keys`` (``R x N``) over ``[lo, hi]`` (``R x 1``).
 
     Bin index ``floor((v - lo) * bins / (hi - lo))``, the last edge included in the last bin, as
-    ``torch.histc``; a constant row (``hi == lo``) falls into one bin.
+    ``torch.histc``; a constant row (``hi == lo``) falls into one bin. ``keys`` (fp32, contiguous) is
+    overwritten in place with the flat int32 bin indices ``row * bins + bin`` (same element size, so the
+    conversion needs no second buffer) and counted by one ``bincount``: no memory beyond ``keys``.
+    Under ``torch.compile``/``torch.export`` a static-shape ``index_put_`` is used instead.
     """
+    r = keys.shape[0]
     span = torch.where(hi > lo, hi - lo, torch.ones_like(hi))
-    idx = keys.sub_(lo).mul_(bins).div_(span).floor_().clamp_(0, bins - 1).long()  # keys is reused
-    ones = torch.ones((1, 1), dtype=torch.float32, device=keys.device).expand(idx.shape)
-    counts = torch.zeros(idx.shape[0], bins, dtype=torch.float32, device=keys.device).scatter_add_(1, idx, ones)
-    return _entropy_bits(counts, norm)
+    keys = keys.sub_(lo).mul_(bins).div_(span).floor_().clamp_(0, bins - 1)
+    offsets = torch.arange(r, dtype=torch.int32, device=keys.device).mul_(bins).unsqueeze(1)
+    if torch.compiler.is_compiling():
+        flat = (keys.to(torch.int32) + offsets).reshape(-1)
+        counts = torch.zeros(r * bins, dtype=torch.float32, device=keys.device)
+        counts = counts.index_put_((flat,), torch.ones((), dtype=torch.float32, device=keys.device), accumulate=True)
+    else:
+        idx = keys.view(torch.int32)
+        idx.copy_(keys)  # element-wise float -> int32 into the same storage (full overlap is allowed)
+        counts = torch.bincount(idx.add_(offsets).reshape(-1), minlength=r * bins).float()
+    return _entropy_bits(counts.reshape(r, bins), norm)
 
 
 def _distinct_entropy(keys: torch.Tensor, norm: float) -> torch.Tensor:
