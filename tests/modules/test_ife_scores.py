@@ -224,5 +224,5 @@ def test_channels_last_input_gives_the_same_scores():
     cl = x.contiguous(memory_format=torch.channels_last)
     for score, mode in (("curvature", "hist1d"), ("entropy", "hist1d"), ("entropy", "unique")):
         ife = IFE(0.5, score, mode)
-        torch.testing.assert_close(ife.scores(cl), ife.scores(x), rtol=0, atol=0)
+        torch.testing.assert_close(ife.scores(cl), ife.scores(x), rtol=1e-6, atol=1e-5)  # sum order only
         torch.testing.assert_close(ife(cl), ife(x))
