@@ -102,3 +102,17 @@ def test_ife64_matches_transcribed_ife_code() -> None:
 def test_hce_rejects_volumes() -> None:
     with pytest.raises(ValueError, match="2-D"):
         hce(np.zeros((3, 4, 5), bool), np.zeros((3, 4, 5), bool))
+
+
+def test_cached_gt_skeleton_is_the_fresh_one() -> None:
+    from medseg.metrics import effort
+
+    rng = np.random.default_rng(3)
+    pred, gt = _shapes(rng, 120, 140)
+    padded = np.pad(gt, ((7, 3), (2, 9)))
+    effort._CACHE.clear()
+    first = effort.gt_skeleton(padded)
+    np.testing.assert_array_equal(first, skeletonize(padded))
+    np.testing.assert_array_equal(effort.gt_skeleton(padded), first)  # from the cache
+    assert len(effort._CACHE) == 1
+    assert hce(pred, gt) == _pysod_hce(pred, gt) == hce(pred, gt)
