@@ -1,7 +1,7 @@
 """Loss catalogue speed, in one run (figures go in benchmarks/README.md and docs/losses.md).
 
 1. CWCD contour maps for a batch of ``B x S^3`` labels with ``K`` classes: min-pool erosion on tensors
-   (``medseg.ops.contour``; separable, one pass per axis) vs ``scipy.ndimage.binary_erosion`` per sample and
+   (``medseg.ops.label_contour``: separable window min/max of the label map, one channel) vs ``scipy.ndimage.binary_erosion`` per sample and
    class (the CWCD code's tool), for the paper setting (cube 3, 6 iterations) and the code's (cube 2, 1).
    Both results are checked equal (scipy with ``border_value=1``, the no-erosion-at-the-crop-border rule).
 2. The cost each loss adds to a 3-D UNet training step (``unet3d``, base 16, depth 4, same batch): the loss's
@@ -24,7 +24,7 @@ from scipy import ndimage as ndi
 
 from medseg.losses import create_loss
 from medseg.models import create_model
-from medseg.ops import contour, label_channels, prepare_targets
+from medseg.ops import label_contour, prepare_targets
 
 LOSSES = ["ce", "dice", "iou", "tversky", "focal_tversky", "gdl", "focal", "cedl", "dwce", "boundary",
           "sdf_l2", "hausdorff", "mll_point", "cwce", "sdl", "cwcd", "cwcd_compat"]
@@ -72,10 +72,10 @@ def bench_contours(label: torch.Tensor, classes: int, device: torch.device, sync
     rows = []
     lab = label.to(device)
     for kernel, iterations in [(3, 6), (2, 1)]:
-        ours = contour(label_channels(lab, classes), kernel, iterations)
+        ours = label_contour(lab, classes, kernel, iterations)
         ref = scipy_contours(label.numpy(), classes, kernel, iterations)
-        assert (ours.cpu().numpy().astype(bool) == ref).all(), "min-pool contours differ from scipy"
-        t_ours = timeit(lambda: contour(label_channels(lab, classes), kernel, iterations), repeat, sync)
+        assert (ours.cpu().numpy() == ref).all(), "min-pool contours differ from scipy"
+        t_ours = timeit(lambda: label_contour(lab, classes, kernel, iterations), repeat, sync)
         t_scipy = timeit(lambda: scipy_contours(label.numpy(), classes, kernel, iterations), max(1, repeat // 2),
                          lambda: None)
         rows.append({"kernel": kernel, "iterations": iterations, "minpool_s": t_ours, "scipy_s": t_scipy,
@@ -138,10 +138,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (scipy uses one)")
     parser.add_argument("--skip-losses", action="store_true", help="only the contour comparison")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     label = organ_labels(args.batch, args.size, args.classes)
     print(f"device {device} ({torch.get_num_threads()} threads), labels {tuple(label.shape)}, {args.classes} classes")

@@ -89,7 +89,7 @@ def one_thread():
 
 
 # name, classes (1 = binary sigmoid), kwargs, steps, Dice floor. Floors sit ~0.1 below what each loss reaches
-# (0.94-0.99 for all but sdf_l2, 0.87) so they catch a loss that does not learn, not seed noise.
+# (0.97-0.99 for most; sdf_l2 0.88, sdl 0.89 on this machine) so they catch a loss that does not learn, not seed noise.
 CASES = [
     ("structure", 1, {}, 120, 0.85),
     ("bce", 1, {}, 120, 0.85),
@@ -113,7 +113,7 @@ CASES = [
     ("cwce", 3, {}, 120, 0.85),
     # with 6 erosions objects of radius 4-8 px are all contour; the interior Dice then has only an
     # s/(Σp)² gradient against false positives and SDL alone degenerates: use 2 iterations here
-    ("sdl", 3, {"iterations": 2}, 120, 0.85),
+    ("sdl", 3, {"iterations": 2}, 120, 0.80),
     ("cwcd", 3, {}, 120, 0.85),
 ]
 

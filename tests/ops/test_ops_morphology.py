@@ -44,3 +44,29 @@ def test_label_channels_binary_and_multiclass():
     assert torch.equal(ch[0, 1], binary[0, 0]) and torch.equal(ch[0, 0], 1 - binary[0, 0])
     lab = torch.randint(0, 4, (2, 5, 6))
     assert torch.equal(label_channels(lab, 4), F.one_hot(lab, 4).movedim(-1, 1).float())
+
+
+@pytest.mark.parametrize("dims,kernel,iterations", [(2, 3, 6), (3, 3, 2), (3, 2, 1), (2, 2, 3)])
+def test_label_contour_equals_per_class_erosion(dims, kernel, iterations):
+    gen = torch.Generator().manual_seed(dims + kernel)
+    shape = (2, 24, 21) if dims == 2 else (2, 14, 13, 12)
+    label = torch.randint(0, 5, shape, generator=gen)
+    label = torch.from_numpy(ndi.median_filter(label.numpy(), size=(1,) + (3,) * dims))  # blobs, not noise
+    label[0, :2] = 100  # ignore_index-like values: no class, but they erode their neighbours
+    got = contour_of(label, kernel, iterations)
+    st = np.ones((kernel,) * dims, bool)
+    for b in range(2):
+        for k in range(5):
+            g = label[b].numpy() == k
+            ref = g & ~ndi.binary_erosion(g, st, iterations=iterations, border_value=1)
+            assert (got[b, k].numpy() == ref).all()
+    binary = (label[:, None] == 1).float()
+    assert torch.equal(contour_of(binary, kernel, iterations, 1)[:, 1], got[:, 1])
+
+
+def contour_of(label, kernel, iterations, k=5):
+    from medseg.ops import label_contour
+
+    out = label_contour(label, k, kernel, iterations)
+    assert out.dtype == torch.bool
+    return out

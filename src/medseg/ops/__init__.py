@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from medseg.ops.distance import (distance_maps, edt_squared_torch, signed_distance, signed_distance_np,
                                  unet_weight_map, unsigned_boundary_distance)
-from medseg.ops.morphology import contour, erode, label_channels
+from medseg.ops.morphology import contour, erode, label_channels, label_contour
 from medseg.ops.targets import parse_target, prepare_targets, target_key
 
 __all__ = [
-    "contour", "distance_maps", "edt_squared_torch", "erode", "label_channels", "parse_target",
+    "contour", "distance_maps", "label_contour", "edt_squared_torch", "erode", "label_channels", "parse_target",
     "prepare_targets", "signed_distance", "signed_distance_np", "target_key", "unet_weight_map",
     "unsigned_boundary_distance",
 ]

@@ -11,7 +11,7 @@ Targets (``K`` = ``num_classes``; a float label ``B x C x *spatial`` is ``C`` bi
 - ``sdf``: Kervadec signed distance per foreground channel, ``B x C_fg x *spatial`` float32 (``C_fg`` =
   ``C`` for a float label, ``K − 1`` for an int label); options ``spacing`` (``"pixel"`` or ``"meta"`` = each
   sample's ``meta["spacing"]``), ``backend`` (``auto``/``scipy``/``torch``).
-- ``contour``: CWCD contour band of every class channel incl. background, ``B x max(K, 2) x *spatial``;
+- ``contour``: CWCD contour band of every class channel incl. background, bool ``B x max(K, 2) x *spatial``;
   options ``kernel`` (3), ``iterations`` (6).
 - ``dwce_weight``: U-Net weight map per 2-D slice, ``B x 1 x *spatial``; options ``w0`` (10), ``sigma`` (5),
   ``balance`` (1), ``slice_axis`` (0, the first spatial axis of a volume).
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from medseg.ops.distance import signed_distance, unet_weight_map
-from medseg.ops.morphology import contour, label_channels
+from medseg.ops.morphology import label_channels, label_contour
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "sdf": {"spacing": "pixel", "backend": "auto"},
@@ -116,8 +116,7 @@ def _sdf(batch: dict, num_classes: int, spacing: str = "pixel", backend: str = "
 
 
 def _contour(batch: dict, num_classes: int, kernel: int = 3, iterations: int = 6) -> torch.Tensor:
-    channels = label_channels(batch["label"], max(num_classes, 2), dtype=torch.bool)
-    return contour(channels, int(kernel), int(iterations))
+    return label_contour(batch["label"], max(num_classes, 2), int(kernel), int(iterations))
 
 
 def _dwce_weight(batch: dict, num_classes: int, w0: float = 10.0, sigma: float = 5.0, balance: int = 1,
