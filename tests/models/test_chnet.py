@@ -121,6 +121,19 @@ def test_wrapped_and_safetensors_weights_load(tmp_path, timm_res2net: nn.Module)
         assert torch.equal(model.encoder.layer3[5].conv3.weight, sd["layer3.5.conv3.weight"])
 
 
+def test_encoder_of_a_medseg_checkpoint_loads(tmp_path) -> None:
+    """A training checkpoint (model state dict + numpy RNG state) gives its encoder.* weights to a new head."""
+    import numpy as np
+
+    torch.manual_seed(3)
+    trained = create_model("chnet", encoder="resnet18", head="classification")
+    torch.save({"model": trained.state_dict(), "rng": {"numpy": np.random.get_state()}, "epoch": 4},
+               tmp_path / "best.pt")
+    model = create_model("chnet", encoder="resnet18", head="fcn32s", pretrained=str(tmp_path / "best.pt"))
+    for key, value in model.encoder.state_dict().items():
+        assert torch.equal(value, trained.encoder.state_dict()[key]), key
+
+
 def test_weights_of_another_architecture_name_the_keys(tmp_path) -> None:
     torch.manual_seed(0)
     other = timm.create_model("resnet18", pretrained=False)

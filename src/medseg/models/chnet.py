@@ -19,7 +19,8 @@ parameter is named ``encoder.*``, every head parameter ``head.*``.
 Pretrained weights: ``pretrained=True`` uses timm's hub download (needs a network), ``pretrained="path"``
 loads a local ``.pth``/``.bin``/``.safetensors`` state dict of the *full* timm architecture (e.g. saved with
 ``torch.save(timm.create_model("res2net50_26w_4s").state_dict(), path)``, or the original
-``res2net50_26w_4s-06e79181.pth``, whose key names are the same). Every encoder key must be present with the
+``res2net50_26w_4s-06e79181.pth``, whose key names are the same), or the encoder of a medseg checkpoint
+(``runs/x/checkpoints/best.pt``: its ``encoder.*`` weights, for the paper's decoupling experiments). Every encoder key must be present with the
 right shape; the keys of the parts the cut removes (``layer4``, ``fc``) are dropped; any other key is an
 error that names it.
 """
@@ -138,7 +139,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             obj: Any = load_file(str(path))
         else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = _torch_load(path)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user problem
         raise CheckpointError(f"cannot read weights from {path}: {err}") from None
     for key in ("state_dict", "model", "model_state", "net"):
@@ -148,6 +149,22 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict (a mapping of parameter names to tensors)")
     return dict(obj)
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)``; a medseg training checkpoint (numpy RNG states beside the weights)
+    loads with numpy's array types allowed, never with arbitrary pickled code."""
+    import pickle
+
+    import numpy as np
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        numpy_types = [np._core.multiarray._reconstruct, np.ndarray, np.dtype,
+                       *(type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDG")]
+        with torch.serialization.safe_globals(numpy_types):
+            return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
