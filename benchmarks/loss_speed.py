@@ -27,7 +27,7 @@ from medseg.models import create_model
 from medseg.ops import label_contour, prepare_targets
 
 LOSSES = ["ce", "dice", "iou", "tversky", "focal_tversky", "gdl", "focal", "cedl", "dwce", "boundary",
-          "sdf_l2", "hausdorff", "mll_point", "cwce", "sdl", "cwcd", "cwcd_compat"]
+          "boundary_clip20", "sdf_l2", "hausdorff", "mll_point", "cwce", "sdl", "cwcd", "cwcd_compat"]
 
 
 def organ_labels(batch: int, size: int, classes: int, seed: int = 0) -> torch.Tensor:
@@ -90,6 +90,8 @@ def make_loss(name: str) -> torch.nn.Module:
         return create_loss("mll_point")
     if name == "sdf_l2":
         return create_loss("sdf_l2", clip=20.0)
+    if name == "boundary_clip20":
+        return create_loss("boundary", clip=20.0)
     return create_loss(name)
 
 

@@ -94,3 +94,14 @@ def test_unet_weight_map_matches_loop():
     single = np.zeros((8, 8), np.int64)
     single[2:5, 2:5] = 1
     assert np.allclose(unet_weight_map(single, balance=False), 1.0)  # < 2 objects: no border term
+
+
+@pytest.mark.parametrize("backend", ["scipy", "torch"])
+@pytest.mark.parametrize("spacing", [None, (1.0, 0.5, 2.0)])
+def test_clipped_signed_distance_equals_clamped_full(backend, spacing):
+    m = np.zeros((2, 1, 30, 28, 26), bool)
+    m[0, 0, 3:8, 4:9, 2:6] = True  # small object: the clipped map is computed on a crop
+    m[1, 0, 10:25, 2:20, 5:22] = True
+    full = signed_distance(torch.from_numpy(m), spacing, "scipy")
+    clipped = signed_distance(torch.from_numpy(m), spacing, backend, clip=4.0)
+    assert torch.allclose(clipped, full.clamp(-4.0, 4.0), atol=1e-5)

@@ -17,8 +17,8 @@ from medseg.ops.distance import unsigned_boundary_distance
 from medseg.ops.targets import target_key
 
 
-def _sdf_key(spacing: str) -> str:
-    return target_key("sdf", spacing=spacing)
+def _sdf_key(spacing: str, clip: float | None = None) -> str:
+    return target_key("sdf", spacing=spacing, clip="none" if clip is None else float(clip))
 
 
 def _match_channels(pred: torch.Tensor, sdf: torch.Tensor, loss: str) -> torch.Tensor:
@@ -39,13 +39,14 @@ class BoundaryLoss(nn.Module):
     foreground channel (``batch["sdf"]``; negative inside, 0 for absent classes). The mean over voxels and
     channels (the paper's Σ is normalised so the term is scale-free). ``schedule`` (optional) multiplies the
     loss by an epoch-dependent weight, e.g. MLL's ramp ``{"start": 0, "step": 0.2, "max": 1}``.
-    ``spacing="meta"`` asks for maps in physical units from each sample's ``meta["spacing"]``.
+    ``spacing="meta"`` asks for maps in physical units from each sample's ``meta["spacing"]``; ``clip``
+    (default none, as Kervadec) bounds ``|φ|`` and makes the on-the-fly maps much cheaper to compute.
     """
 
-    def __init__(self, schedule: dict | None = None, spacing: str = "pixel", reduction: str = "mean",
-                 output_key: str | None = None) -> None:
+    def __init__(self, schedule: dict | None = None, spacing: str = "pixel", clip: float | None = None,
+                 reduction: str = "mean", output_key: str | None = None) -> None:
         super().__init__()
-        self.key = _sdf_key(spacing)
+        self.key = _sdf_key(spacing, clip)
         self.requires = {self.key}
         self.schedule = Schedule.build(schedule)
         self.epoch = 0
@@ -73,14 +74,14 @@ class SignedDistanceL2Loss(nn.Module):
 
     The output ``r`` (``output_key``, one channel per foreground map) regresses the signed distance with
     positive inside (``−φ``), in pixels (or mm with ``spacing="meta"``), optionally clipped to ``|φ| <= clip``
-    (D = 20 px suggested for stability); ``r > 0`` is the predicted mask. Kervadec's φ is used as is
-    (0 on the innermost ring).
+    (D = 20 px suggested for stability; the clipped map is then computed on cropped boxes, which is much
+    cheaper); ``r > 0`` is the predicted mask. Kervadec's φ is used as is (0 on the innermost ring).
     """
 
     def __init__(self, clip: float | None = None, spacing: str = "pixel", reduction: str = "mean",
                  output_key: str | None = None) -> None:
         super().__init__()
-        self.key = _sdf_key(spacing)
+        self.key = _sdf_key(spacing, clip)
         self.requires = {self.key}
         self.clip = clip
         self.reduction, self.output_key = check_reduction(reduction), output_key
