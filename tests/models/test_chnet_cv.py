@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -140,4 +139,3 @@ def test_ablate_bad_inputs(folder: Path, tmp_path: Path) -> None:
     unet = build_config({**tiny_config(folder, tmp_path), "model": {"name": "unet"}})
     with pytest.raises(ConfigError, match="no 'head' option"):
         ablate_heads(unet, ["fcn32s"], tmp_path / "y")
-    shutil.rmtree(tmp_path / "x", ignore_errors=True)
