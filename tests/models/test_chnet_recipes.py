@@ -19,7 +19,8 @@ ROWS = ["table1_covid_chnet", "table1_covid_unet_r2", "table2_busi_chnet", "tabl
 
 
 def test_one_recipe_per_table_row() -> None:
-    assert sorted(p.stem for p in RECIPES.glob("table*.yaml")) == sorted(ROWS)
+    variants = ["table4_kvasir_chnet_released_code"]  # the released code's settings (tested below)
+    assert sorted(p.stem for p in RECIPES.glob("table*.yaml")) == sorted(ROWS + variants)
 
 
 @pytest.mark.parametrize("row", ROWS)
@@ -41,6 +42,29 @@ def test_recipe_follows_the_paper_protocol(row: str) -> None:
     if table in ("table3", "table4"):
         assert resolve_names(cfg.eval.metrics)[:6] == ["polyp_mdice", "polyp_miou", "wf_measure", "s_measure",
                                                         "e_measure_max", "mae"]
+
+
+def test_released_code_variant() -> None:
+    cfg = load_config(RECIPES / "table4_kvasir_chnet_released_code.yaml")
+    assert cfg.data.batch_size == 32 and cfg.data.train_sizes == [224, 256, 288, 320, 352]
+    assert cfg.loss.kwargs == {"compat": True} and cfg.train.epochs == 100 and cfg.optim.nesterov
+
+
+@pytest.mark.parametrize("recipe", ["table1_covid_chnet", "table2_busi_chnet", "table4_kvasir_chnet",
+                                    "table6_covid_fcn32s"])
+def test_recipe_metrics_evaluate(recipe: str) -> None:
+    """Every eval.metrics name goes through the evaluation call of ``medseg evaluate`` (label maps + map)."""
+    import numpy as np
+
+    from medseg.metrics import evaluate_case
+
+    cfg = load_config(RECIPES / f"{recipe}.yaml")
+    gt = np.zeros((40, 48), np.int64)
+    gt[10:30, 12:30] = 1
+    prob = np.clip(gt * 0.8 + np.random.default_rng(0).random(gt.shape) * 0.3, 0, 1)
+    values = evaluate_case((prob > 0.5).astype(np.int64), gt, cfg.eval.metrics, 1, prob=prob)
+    assert set(values) >= set(resolve_names(cfg.eval.metrics))
+    assert all(np.isfinite(v) for v in values.values())
 
 
 def test_cpu_head_comparison_recipe() -> None:
