@@ -31,7 +31,7 @@ def build_model_from_args(model: str, overrides: list[str]):  # -> (name, nn.Mod
 
     if model.endswith((".yaml", ".yml")) or Path(model).is_file():
         cfg = load_config(model, overrides)
-        return cfg.model.name, create_model(cfg.model.name, **cfg.model.kwargs)
+        return _label(cfg.model.name, cfg.model.kwargs), create_model(cfg.model.name, **cfg.model.kwargs)
     kwargs = {}
     for item in overrides:
         if "=" not in item:
@@ -42,8 +42,13 @@ def build_model_from_args(model: str, overrides: list[str]):  # -> (name, nn.Mod
         net = create_model(model, **kwargs)
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None
-    label = ",".join(f"{k}={v}" for k, v in kwargs.items())
-    return f"{model}({label})" if label else model, net
+    return _label(model, kwargs), net
+
+
+def _label(name: str, kwargs: dict) -> str:
+    """``chnet(head=fcn32s)``: the model name and the keywords that shape it."""
+    label = ",".join(f"{k}={v}" for k, v in kwargs.items() if k != "pretrained")
+    return f"{name}({label})" if label else name
 
 
 def run(args: argparse.Namespace) -> int:
