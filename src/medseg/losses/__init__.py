@@ -52,3 +52,7 @@ def _import_all() -> None:
 
 
 _import_all()
+
+from medseg.losses._common import LossInputError, Schedule  # noqa: E402  (public names)
+
+__all__ = ["LOSSES", "LossInputError", "Schedule", "create_loss", "list_losses", "register_loss"]
