@@ -17,23 +17,6 @@ from medseg.engine.runtime import progress as progress_bar
 from medseg.engine.trainer import model_from_checkpoint
 
 
-def summarize(rows: list[dict[str, Any]], metrics: Sequence[str]) -> dict[str, Any]:
-    """Mean, std, median, count and excluded (NaN) count per metric column."""
-    summary: dict[str, Any] = {}
-    keys = [k for k in rows[0] if k not in ("case", "dataset")] if rows else list(metrics)
-    for key in keys:
-        values = np.array([float(r[key]) for r in rows], dtype=float)
-        finite = values[np.isfinite(values)]
-        summary[key] = {
-            "mean": float(finite.mean()) if finite.size else float("nan"),
-            "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
-            "median": float(np.median(finite)) if finite.size else float("nan"),
-            "count": int(finite.size),
-            "excluded": int(values.size - finite.size),
-        }
-    return summary
-
-
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     keys: list[str] = []
     for r in rows:
@@ -55,7 +38,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
     """
     from medseg.data import build_dataset
     from medseg.data.io import write_prediction
-    from medseg.metrics import evaluate_case
+    from medseg.metrics import MetricSuite
 
     run_dir = Path(run_dir)
     path = resolve_checkpoint(run_dir, checkpoint)
@@ -65,6 +48,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
     out_dir = Path(output) if output else (run_dir if run_dir.is_dir() else path.parent.parent)
     metrics = list(metrics or cfg.eval.metrics)
     dataset = build_dataset(cfg.data, split)
+    suite = MetricSuite(metrics, num_classes=cfg.data.num_classes)
+    results = []
     rows: list[dict[str, Any]] = []
     pred_dir = out_dir / "predictions" / split
     for index in progress_bar(range(len(dataset)), desc=f"evaluate {split}", disable=not progress):
@@ -82,16 +67,22 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
             pred = labels_from_probabilities(prob, cfg.eval.threshold)[0].cpu().numpy()
         fg = prob[0, 0].cpu().numpy() if prob.shape[1] == 1 else None
         gt_labels = np.asarray(gt).astype(np.int64)
-        values = evaluate_case(pred, gt_labels, metrics, cfg.data.num_classes,
-                               spacing=meta.get("spacing"), prob=fg)
-        rows.append({"case": meta.get("id", str(index)), "dataset": meta.get("dataset", ""), **values})
+        case_id = str(meta.get("id", index))
+        result = suite(pred, gt_labels, prob=fg, spacing=meta.get("spacing"), case=case_id)
+        results.append(result)
+        rows.append({"case": case_id, "dataset": meta.get("dataset", ""), **result.values})
         if save_predictions:
             suffix = ".nii.gz" if pred.ndim == 3 else ".png"
             reference = meta.get("path") if pred.ndim == 3 else None
             write_prediction(pred.astype(np.uint8), pred_dir / f"{meta.get('id', index)}{suffix}",
                              reference=reference if reference and str(reference).endswith((".nii", ".nii.gz")) else None)
-    summary = {"split": split, "checkpoint": str(path), "cases": len(rows), "metrics": summarize(rows, metrics),
-               "policy": "per-case values, then mean over cases; empty-mask policy of metrics-policy.md"}
+    aggregated = suite.summarize(results)
+    summary = {"split": split, "checkpoint": str(path), "cases": len(rows), "metrics": aggregated["metrics"],
+               "policy": aggregated.get("policy", "per case, then mean over cases (metrics-policy.md)")}
+    if len({r["dataset"] for r in rows}) > 1:
+        summary["per_dataset"] = {
+            name: suite.summarize([res for res, row in zip(results, rows) if row["dataset"] == name])["metrics"]
+            for name in sorted({r["dataset"] for r in rows})}
     metric_dir = out_dir / "metrics"
     metric_dir.mkdir(parents=True, exist_ok=True)
     write_table(rows, metric_dir / f"{split}_per_case.csv")
@@ -103,8 +94,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"{'metric':<14}{'mean':>10}{'std':>10}{'median':>10}{'n':>6}{'excl':>6}"]
+    lines = [f"{'metric':<16}{'mean':>10}{'std':>10}{'median':>10}{'n':>6}{'excl':>6}  dataset-level"]
     for key, s in summary["metrics"].items():
-        lines.append(f"{key:<14}{s['mean']:>10.4f}{s['std']:>10.4f}{s['median']:>10.4f}{s['count']:>6}"
-                     f"{s['excluded']:>6}")
+        extra = f"  {s['dataset']:.4f} (max of mean curve)" if "dataset" in s else ""
+        lines.append(f"{key:<16}{s['mean']:>10.4f}{s['std']:>10.4f}{s['median']:>10.4f}{s['count']:>6}"
+                     f"{s['excluded']:>6}{extra}")
     return "\n".join(lines)

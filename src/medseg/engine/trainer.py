@@ -385,6 +385,22 @@ class Trainer:
 
 
 # ------------------------------------------------------------------------------- validation
+def validation_loss(loss_fn: nn.Module, logits: torch.Tensor, batch: dict[str, Any], num_classes: int) -> float:
+    """The training loss on the main output; NaN for losses that need auxiliary outputs (deep supervision,
+    MLN branches) which the main logits alone do not provide."""
+    from medseg.losses._common import LossInputError
+
+    requires = set(getattr(loss_fn, "requires", set()) or set())
+    try:
+        if requires:
+            from medseg.ops import prepare_targets
+
+            batch = prepare_targets(batch, requires, num_classes=num_classes)
+        return float(loss_fn(logits, batch)["loss"])
+    except LossInputError:
+        return float("nan")
+
+
 class _RankSubset(torch.utils.data.Sampler):
     """Cases rank, rank + world, ...: every validation case exactly once across ranks (no padding)."""
 
@@ -411,8 +427,9 @@ def validate(model: nn.Module, cfg: RunConfig, rt: Runtime, dims: int, loss_fn: 
         for batch in loader:
             logits = case_logits(model, batch["image"], cfg, rt)
             label = batch["label"].to(rt.device)
-            loss = float(loss_fn(logits, {**batch, "label": label})["loss"]) if (
-                loss_fn is not None and not getattr(loss_fn, "requires", None)) else float("nan")
+            loss = float("nan")
+            if loss_fn is not None:
+                loss = validation_loss(loss_fn, logits, {**batch, "label": label}, cfg.data.num_classes)
             pred = labels_from_probabilities(probabilities(logits), cfg.eval.threshold)
             gt = label[:, 0].long() if cfg.data.num_classes == 1 else label.long()
             dice = batch_dice(pred, gt, cfg.data.num_classes).cpu().numpy()
