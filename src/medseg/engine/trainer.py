@@ -352,8 +352,9 @@ class Trainer:
 
     def _end_epoch(self, steps: int) -> None:
         cfg, rt = self.cfg, self.rt
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trained with
         self.scheduler.step()
-        record: dict[str, Any] = {"epoch": self.epoch, "lr": self.optimizer.param_groups[0]["lr"],
+        record: dict[str, Any] = {"epoch": self.epoch, "lr": lr,
                                   **{f"train_{k}": v for k, v in self._epoch_train.items()},
                                   "train_time_s": round(self._epoch_time, 3),
                                   "images_per_s": round(self._epoch_images / max(self._epoch_time, 1e-9), 3),
