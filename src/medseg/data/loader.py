@@ -110,11 +110,14 @@ class KeyedSampler(Sampler):
 
 
 # ------------------------------------------------------------------------------------ collate
-def collate(batch: list[dict[str, Any]], sizes: Sequence[int] | None = None, binary: bool = True) -> dict[str, Any]:
+def collate(batch: list[dict[str, Any]], sizes: Sequence[int] | None = None, binary: bool = True,
+            targets: Sequence[str] | None = None, num_classes: int = 1) -> dict[str, Any]:
     """Stack ``image``/``label`` (and any other tensor keys); ``meta`` stays a list of dicts.
 
     With ``sizes``, the batch is resized to a square side drawn from ``sizes`` by a generator
-    seeded from the samples' ``aug_seed`` (IFE's per-batch random resize).
+    seeded from the samples' ``aug_seed`` (IFE's per-batch random resize). ``targets`` names derived
+    targets (``medseg.ops.prepare_targets`` keys such as ``"sdf"``) computed here, after augmentation and
+    resizing, so that with ``num_workers > 0`` they are built in the workers, overlapped with training.
     """
     out: dict[str, Any] = {"meta": [b["meta"] for b in batch]}
     for key in batch[0]:
@@ -125,6 +128,10 @@ def collate(batch: list[dict[str, Any]], sizes: Sequence[int] | None = None, bin
         side = int(sizes[np.random.default_rng(seeds).integers(len(sizes))])
         spatial = out["image"].ndim - 2
         out["image"], out["label"] = resize_batch(out["image"], out["label"], [side] * spatial, binary)
+    if targets:
+        from medseg.ops import prepare_targets
+
+        prepare_targets(out, set(targets), num_classes=num_classes)
     return out
 
 
@@ -137,10 +144,12 @@ def build_loader(
     sampler: Sampler | None = None,
     drop_last: bool | None = None,
     dataset: Dataset | None = None,
+    targets: Sequence[str] | None = None,
 ) -> DataLoader:
     """DataLoader of ``split``: train is shuffled by (seed, epoch) (or by ``sampler``), augmented,
     and resized per batch when ``cfg.train_sizes`` is set; val/test keep their order. Whole-volume
-    items (3-D val/test) are loaded one per batch. ``dataset`` reuses an already built dataset."""
+    items (3-D val/test) are loaded one per batch. ``dataset`` reuses an already built dataset.
+    ``targets``: derived training targets (e.g. ``{"sdf"}``) computed in the collate (see :func:`collate`)."""
     ds = dataset if dataset is not None else cached_dataset(cfg, split)
     train = split == "train"
     if cfg.num_workers > 0 and hasattr(ds, "warm_cache"):
@@ -159,7 +168,8 @@ def build_loader(
         batch_size=batch_size,
         sampler=keyed,
         num_workers=cfg.num_workers,
-        collate_fn=partial(collate, sizes=sizes, binary=cfg.num_classes == 1),
+        collate_fn=partial(collate, sizes=sizes, binary=cfg.num_classes == 1,
+                           targets=sorted(targets) if train and targets else None, num_classes=cfg.num_classes),
         drop_last=drop_last,
         pin_memory=False,
         persistent_workers=False,

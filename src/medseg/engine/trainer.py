@@ -159,6 +159,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.use_scaler)
         self.loss_fn = create_loss(cfg.loss, num_classes=cfg.data.num_classes).to(rt.device)
         self.requires = set(getattr(self.loss_fn, "requires", set()) or set())
+        # distance-based targets are built by the loader (in its workers when data.num_workers > 0);
+        # contours are cheap min-pool erosions done on the device
+        self.loader_targets = {r for r in self.requires if not r.startswith("contour")}
         self.model = model
         if rt.distributed:
             ids = [rt.device.index] if rt.device.type == "cuda" else None
@@ -239,7 +242,8 @@ class Trainer:
                     self.loss_fn.set_epoch(self.epoch)
                 if sampler is not None:
                     sampler.set_epoch(self.epoch)
-                loader = build_loader(cfg.data, "train", seed=cfg.train.seed, epoch=self.epoch, sampler=sampler)
+                loader = build_loader(cfg.data, "train", seed=cfg.train.seed, epoch=self.epoch, sampler=sampler,
+                                      targets=self.loader_targets)
                 interrupted = self._train_epoch(loader, steps, bar, stop)
                 if interrupted:
                     self.save()
