@@ -97,7 +97,7 @@ def _window_keys(x: torch.Tensor) -> torch.Tensor:
 def _entropy_bits(counts: torch.Tensor, norm: float) -> torch.Tensor:
     """``-sum P log2 P`` per row with ``P = counts / norm`` (empty bins contribute 0)."""
     p = counts / norm
-    return -(p * torch.log2(p.clamp_min(1e-40))).sum(-1)
+    return 0.0 - (p * torch.log2(p.clamp_min(1e-40))).sum(-1)  # 0 - x, so an empty sum is +0, not -0
 
 
 def _histogram_entropy(keys: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bins: int,
