@@ -163,9 +163,8 @@ def test_sigterm_saves_and_resume_finishes(tmp_path: Path) -> None:
     assert ckpt.load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == state["epoch"] + 1
 
 
-def test_nan_loss_stops_with_step_and_cases(tmp_path: Path) -> None:
-    if "test_nan_after_3" not in LOSSES:
-        @LOSSES.register("test_nan_after_3")
+def test_nan_loss_stops_with_step_and_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if True:  # registered for this test only (monkeypatch removes it afterwards)
         class NanAfter3(torch.nn.Module):
             """Test loss: BCE, then NaN from the 4th call."""
 
@@ -177,6 +176,8 @@ def test_nan_loss_stops_with_step_and_cases(tmp_path: Path) -> None:
                 self.calls += 1
                 value = torch.nn.functional.binary_cross_entropy_with_logits(outputs.float(), batch["label"])
                 return {"loss": value * (float("nan") if self.calls > 3 else 1.0)}
+
+        monkeypatch.setitem(LOSSES._entries, "test_nan_after_3", NanAfter3)
 
     raw = tiny_raw(epochs=3)
     raw["loss"] = "test_nan_after_3"
