@@ -29,13 +29,17 @@ class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
+        self._alias_of: dict[str, str] = {}
 
     def register(self, name: str | None = None, *, aliases: tuple[str, ...] = ()) -> Callable:
         """Decorator registering a factory under ``name`` (default: its ``__name__``)."""
 
         def wrap(factory: Callable[..., Any]) -> Callable[..., Any]:
-            for key in (name or factory.__name__, *aliases):
+            primary = (name or factory.__name__).lower()
+            for key in (primary, *aliases):
                 key = key.lower()
+                if key != primary:
+                    self._alias_of[key] = primary
                 if key in self._entries and self._entries[key] is not factory:
                     raise ValueError(f"{self.kind} '{key}' is registered twice")
                 self._entries[key] = factory
@@ -61,6 +65,9 @@ class Registry:
         """Name -> first docstring line, for ``medseg models`` / ``medseg losses``."""
         out = {}
         for key in self.names():
+            if key in self._alias_of:
+                out[key] = f"alias of '{self._alias_of[key]}'"
+                continue
             doc = inspect.getdoc(self._entries[key]) or ""
             out[key] = doc.splitlines()[0] if doc else ""
         return out
@@ -93,3 +100,13 @@ def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str)
             near = difflib.get_close_matches(key, valid, n=1)
             hint = f" Did you mean '{near[0]}'?" if near else ""
             raise TypeError(f"{what} has no option '{key}'.{hint} Valid options: {', '.join(valid)}")
+
+
+def import_submodules(package: str, path: list[str]) -> None:
+    """Import every public module of a package so that their ``@register`` decorators run."""
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(path):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{package}.{mod.name}")

@@ -24,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in the folder")
     p.add_argument("--force", action="store_true", help="resume even if the config changed (differences printed)")
     p.add_argument("--nproc", type=int, default=None, help="launch N processes with torchrun (DDP)")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="train the head only (encoder-head models such as chnet); = --set train.freeze_encoder=true")
+    p.add_argument("--encoder-lr", type=float, default=None, metavar="LR",
+                   help="separate learning rate for the encoder; = --set optim.encoder_lr=LR")
     p.set_defaults(func=run_train)
 
     r = add_command(sub, "runs", "List the runs in a folder with their best validation metric.",
@@ -69,7 +73,12 @@ def run_train(args: argparse.Namespace) -> int:
     if config is None:
         print("error: give a CONFIG file (or --resume RUN_DIR)", file=sys.stderr)
         return 2
-    cfg = load_config(config, args.overrides)
+    overrides = list(args.overrides)
+    if args.freeze_encoder:
+        overrides.append("train.freeze_encoder=true")
+    if args.encoder_lr is not None:
+        overrides.append(f"optim.encoder_lr={args.encoder_lr}")
+    cfg = load_config(config, overrides)
     result = train_run(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite, force=args.force)
     if int(__import__("os").environ.get("RANK", 0)) == 0:
         print(json.dumps(result, indent=2))

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from medseg.registry import Registry
+from medseg.registry import Registry, import_submodules
 
 LOSSES = Registry("loss")
 register_loss = LOSSES.register
@@ -42,16 +42,7 @@ def list_losses() -> dict[str, str]:
     return LOSSES.describe()
 
 
-def _import_all() -> None:
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{mod.name}")
-
-
-_import_all()
+import_submodules(__name__, __path__)
 
 from medseg.losses._common import LossInputError, Schedule  # noqa: E402  (public names)
 

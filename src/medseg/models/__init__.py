@@ -10,7 +10,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from medseg.registry import Registry
+from medseg.registry import Registry, import_submodules
 
 MODELS = Registry("model")
 register_model = MODELS.register
@@ -25,13 +25,4 @@ def list_models() -> dict[str, str]:
     return MODELS.describe()
 
 
-def _import_all() -> None:
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{mod.name}")
-
-
-_import_all()
+import_submodules(__name__, __path__)
