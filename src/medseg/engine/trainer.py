@@ -290,7 +290,7 @@ class Trainer:
             self.step_in_epoch = step + 1
             self.global_step += 1
             bar.update(1)
-            bar.set_postfix(epoch=self.epoch, loss=f"{terms['loss']:.4f}")
+            bar.set_postfix(epoch=self.epoch, loss=f"{terms['loss']:.4f}", refresh=False)
             if self.global_step % cfg.train.log_every == 0:
                 elapsed = time.perf_counter() - t0
                 self.logger.step({"epoch": self.epoch, "step": step, "global_step": self.global_step,
