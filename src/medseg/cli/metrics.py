@@ -77,12 +77,23 @@ def run_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_labels(a: Path, b: Path) -> tuple[str, str]:
+    """Names for two result files: their stems, or their run folders when the stems are equal
+    (``runs/x/metrics/per_case.csv`` vs ``runs/y/metrics/per_case.csv`` -> ``x``, ``y``)."""
+    if a.stem != b.stem:
+        return a.stem, b.stem
+    pa, pb = a.resolve().parent, b.resolve().parent
+    if pa.name == pb.name == "metrics":
+        pa, pb = pa.parent, pb.parent
+    return (pa.name, pb.name) if pa.name != pb.name else (str(a), str(b))
+
+
 def run_compare(args: argparse.Namespace) -> int:
     from medseg.metrics.stats import format_comparison, paired_comparison, read_metric_column
 
     a = read_metric_column(args.a, args.metric)
     b = read_metric_column(args.b, args.metric)
-    result = paired_comparison(a, b, Path(args.a).stem, Path(args.b).stem)
+    result = paired_comparison(a, b, *run_labels(Path(args.a), Path(args.b)))
     print(format_comparison(result, args.metric))
     if args.json:
         Path(args.json).write_text(json.dumps({"metric": args.metric, **result}, indent=2))
