@@ -52,8 +52,14 @@ def test_ddp_validation_counts_each_case_once_and_resumes(tmp_path: Path) -> Non
     assert single["cases"] == 5
     assert abs(single["dice"] - float(rows[-1]["val_dice"])) < 1e-6
 
-    # interrupted after one epoch, resumed: final weights equal the uninterrupted run's (float tolerance)
-    torchrun([str(cfg_path), "--output", str(tmp_path / "cut"), "--set", "train.session_epochs=1"], tmp_path)
+    # interrupted after one epoch (launched through the `medseg train --nproc 2` shortcut), resumed:
+    # final weights equal the uninterrupted run's (float tolerance)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    short = subprocess.run([sys.executable, "-m", "medseg", "train", str(cfg_path), "--nproc", "2", "--output",
+                            str(tmp_path / "cut"), "--set", "train.session_epochs=1"], capture_output=True,
+                           text=True, env=env, timeout=600, cwd=tmp_path)
+    assert short.returncode == 0, short.stdout[-3000:] + short.stderr[-3000:]
+    assert "torch.distributed.run" in short.stdout
     torchrun(["--resume", str(tmp_path / "cut")], tmp_path)
     a = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=False)["model"]
     b = torch.load(tmp_path / "cut/checkpoints/last.pt", weights_only=False)["model"]

@@ -49,7 +49,8 @@ def launch_torchrun(args: argparse.Namespace, argv: list[str]) -> int:
         if a.startswith("--nproc="):
             continue
         rest.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={args.nproc}", "-m", "medseg", *rest]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+           "-m", "medseg", *rest]
     print("launching:", " ".join(cmd), flush=True)
     return subprocess.call(cmd)
 
