@@ -43,6 +43,7 @@ def test_encoder_lr_groups_and_scheduler() -> None:
     assert groups["head"]["lr"] == 0.1 and groups["encoder"]["lr"] == 0.01
     assert sum(p.numel() for p in groups["encoder"]["params"]) == sum(p.numel() for p in model.encoder.parameters())
     sched = build_scheduler(opt, ScheduleConfig(name="step", step_size=1, gamma=0.5), 10)
+    opt.step()
     sched.step()
     assert {g["name"]: g["lr"] for g in opt.param_groups} == {"head": 0.05, "encoder": 0.005}
 
