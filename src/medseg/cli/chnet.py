@@ -44,23 +44,22 @@ def _config(args: argparse.Namespace):  # -> RunConfig
     return load_config(args.config, overrides)
 
 
-def run_cv(args: argparse.Namespace) -> int:
-    from medseg.engine.cv import cross_validate
-
-    result = cross_validate(_config(args), args.folds, args.output, args.split)
+def _report(result: dict, table_name: str) -> int:
+    """Print a finished comparison table (exit 0), or exit 3 when a run was interrupted."""
     if not result["complete"]:
         return 3
     print(result["table"])
-    print(f"written: {result['parent']}/cv_results.csv and .md")
+    print(f"written: {result['parent']}/{table_name}.csv and .md")
     return 0
+
+
+def run_cv(args: argparse.Namespace) -> int:
+    from medseg.engine.cv import cross_validate
+
+    return _report(cross_validate(_config(args), args.folds, args.output, args.split), "cv_results")
 
 
 def run_ablate(args: argparse.Namespace) -> int:
     from medseg.engine.ablate import ablate_heads
 
-    result = ablate_heads(_config(args), args.heads, args.output, args.split)
-    if not result["complete"]:
-        return 3
-    print(result["table"])
-    print(f"written: {result['parent']}/ablate_results.csv and .md")
-    return 0
+    return _report(ablate_heads(_config(args), args.heads, args.output, args.split), "ablate_results")

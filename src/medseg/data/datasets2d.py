@@ -7,6 +7,7 @@ seed), normalises and returns the sample dict. ``read_original(i)`` gives the la
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,7 +53,22 @@ def _label_storage(label: np.ndarray) -> np.ndarray:
     return label.astype(np.uint8 if hi < 256 else np.uint16)
 
 
-class Base2D(Dataset):
+def resize_to_input(image: np.ndarray, cfg: DataConfig, pad: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """A raw ``H x W (x C)`` image on the network's input grid, as training sees it: square zero padding
+    (``pad``, when ``data.pad_square``), channels matched to ``in_channels``, resized to ``image_size``."""
+    if image.dtype not in (np.uint8, np.uint16, np.float32):
+        image = image.astype(np.float32)  # bool, int32, float64: types cv2.resize may not take
+    if pad is not None:
+        image = pad_to_square(image, pad)
+    return _resize(match_channels(image, cfg.in_channels), cfg.image_size[:2], nearest=False)
+
+
+def unit_tensor(image: np.ndarray) -> torch.Tensor:
+    """``H x W x C`` array -> ``C x H x W`` float tensor scaled to [0, 1] by its dtype (before normalisation)."""
+    return torch.from_numpy(np.ascontiguousarray(to_unit_float(image).transpose(2, 0, 1)))
+
+
+class Base2D(Dataset, ABC):
     """Shared 2-D sample pipeline; subclasses implement ``_decode(i) -> (image, label, meta)``."""
 
     spatial_dims = 2
@@ -74,8 +90,9 @@ class Base2D(Dataset):
         return len(self.ids)
 
     # ------------------------------------------------------------------ decoding and caching
+    @abstractmethod
     def _decode(self, i: int) -> Case:
-        raise NotImplementedError
+        """``(image H x W (x C), label H x W, meta)`` of case ``i`` at its original size."""
 
     def _checked(self, i: int) -> Case:
         image, label, meta = self._decode(i)
@@ -90,13 +107,12 @@ class Base2D(Dataset):
         if i in self._cache:
             return self._cache[i]
         image, label, meta = self._checked(i)
-        if image.dtype not in (np.uint8, np.uint16, np.float32):
-            image = image.astype(np.float32)  # bool, int32, float64: types cv2.resize may not take
+        pad = None
         if self.cfg.pad_square:
             pad = square_pad_widths(label.shape)
-            image, label = pad_to_square(image, pad), pad_to_square(label, pad)
+            label = pad_to_square(label, pad)
             meta = dict(meta, pad=pad)
-        image = _resize(match_channels(image, self.cfg.in_channels), self.size, nearest=False)
+        image = resize_to_input(image, self.cfg, pad)
         label = _resize(_label_storage(label), self.size, nearest=True)
         case = (image, label, meta)
         if self.cfg.cache:
@@ -123,7 +139,7 @@ class Base2D(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         i, seed = key if isinstance(key, tuple) else (int(key), sample_seed(0, 0, int(key), 0))
         image_np, label_np, meta = self._prepared(i)
-        image = torch.from_numpy(np.ascontiguousarray(to_unit_float(image_np).transpose(2, 0, 1)))
+        image = unit_tensor(image_np)
         label = torch.from_numpy(label_np.astype(np.int64))
         if self.augment is not None:
             image, label = apply_augment_2d(self.augment, image, label, seed)

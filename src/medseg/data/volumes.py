@@ -18,6 +18,7 @@ Intensities are normalised per volume when read (NIfTI: :func:`medseg.data.nifti
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ _MAX_FG = 200_000  # foreground voxel indices kept per volume for oversampling
 
 
 # ------------------------------------------------------------------------------------ datasets
-class VolumeDataset(Dataset):
+class VolumeDataset(Dataset, ABC):
     """Volumes read by ``_read(k) -> (image C x *S float32, label *S int64, meta)``; see module doc."""
 
     def __init__(self, cfg: DataConfig, split: str, ids: list[str], name: str) -> None:
@@ -79,8 +80,9 @@ class VolumeDataset(Dataset):
             return len(self._slice_index)
         return len(self.case_ids) * (self.cfg.nifti.samples_per_volume if self.train else 1)
 
+    @abstractmethod
     def _read(self, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        raise NotImplementedError
+        """``(image C x D x H x W normalised, label D x H x W, meta)`` of volume ``k``."""
 
     def volume(self, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any], np.ndarray]:
         """``(image, label, meta, fg_index)`` of volume ``k`` (cached when ``cfg.cache``)."""

@@ -72,10 +72,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
         results.append(result)
         rows.append({"case": case_id, "dataset": meta.get("dataset", ""), **result.values})
         if save_predictions:
+            source = str(meta.get("path", ""))
+            nifti = source.endswith((".nii", ".nii.gz"))  # write with the input volume's affine/header
             suffix = ".nii.gz" if pred.ndim == 3 else ".png"
-            reference = meta.get("path") if pred.ndim == 3 else None
-            write_prediction(pred.astype(np.uint8), pred_dir / f"{meta.get('id', index)}{suffix}",
-                             reference=reference if reference and str(reference).endswith((".nii", ".nii.gz")) else None)
+            write_prediction(pred.astype(np.uint8), pred_dir / f"{case_id}{suffix}", reference=source if nifti else None)
     aggregated = suite.summarize(results)
     summary = {"split": split, "checkpoint": str(path), "cases": len(rows), "metrics": aggregated["metrics"],
                "policy": aggregated.get("policy", "per case, then mean over cases (metrics-policy.md)")}

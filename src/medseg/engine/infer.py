@@ -89,7 +89,7 @@ def slicewise_logits(model: nn.Module, volume: torch.Tensor, axis: int, size: Se
         part = F.interpolate(part, size=tuple(size), mode="bilinear", align_corners=False)
         outs.append(resize_logits(forward_logits(model, part, rt), plane).cpu())
     logits = torch.cat(outs, 0)  # S x K x a x b
-    return logits.movedim(0, axis + 1)[None] if axis != 0 else logits.movedim(0, 1)[None]
+    return logits.movedim(0, axis + 1)[None]
 
 
 def case_logits(model: nn.Module, images: torch.Tensor, cfg: Any, rt: Runtime) -> torch.Tensor:

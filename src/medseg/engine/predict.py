@@ -56,23 +56,15 @@ def collect_inputs(source: Path) -> list[list[Path]]:
 def prepare_image(path: Path, cfg: RunConfig) -> tuple[torch.Tensor, tuple[int, int], tuple | None]:
     """A 2-D image file -> normalised ``1 x C x h x w`` tensor at the training size, its original size, and
     the square padding applied (``data.pad_square``) or None."""
+    from medseg.data.datasets2d import resize_to_input, unit_tensor  # the datasets' own preprocessing
     from medseg.data.io import read_image
-    from medseg.data.transforms import (match_channels, normalize_image, pad_to_square, square_pad_widths,
-                                        to_unit_float)
+    from medseg.data.transforms import normalize_image, square_pad_widths
 
     array = read_image(path)
     original = tuple(array.shape[:2])
-    pad = None
-    if cfg.data.pad_square:
-        pad = square_pad_widths(original)
-        array = pad_to_square(array, pad)
-    from medseg.data.datasets2d import _resize  # the dataset's own resize: identical preprocessing
-
-    array = _resize(match_channels(array, cfg.data.in_channels), cfg.data.image_size[:2], nearest=False)
-    array = to_unit_float(array)
-    image = normalize_image(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float(),
-                            cfg.data.normalize)[None]
-    return image, original, pad
+    pad = square_pad_widths(original) if cfg.data.pad_square else None
+    image = normalize_image(unit_tensor(resize_to_input(array, cfg.data, pad)).float(), cfg.data.normalize)
+    return image[None], original, pad
 
 
 def prepare_volume(paths: Sequence[Path], cfg: RunConfig) -> torch.Tensor:

@@ -145,7 +145,7 @@ class Trainer:
         self.cfg, self.run_dir, self.rt = cfg, run_dir, rt
         self.dims = cfg.spatial_dims
         self.ckpt_dir = run_dir / "checkpoints"
-        seed_everything(cfg.train.seed + rt.rank * 0, cfg.train.deterministic)
+        seed_everything(cfg.train.seed, cfg.train.deterministic)  # same seed on every rank: identical init
         model = build_model(cfg)
         if cfg.train.freeze_encoder:
             freeze_encoder(model)
@@ -274,7 +274,6 @@ class Trainer:
         skip = self.step_in_epoch
         sums: dict[str, float] = {}
         count, t0, images_seen = 0, time.perf_counter(), 0
-        acc = cfg.train.accumulate
         for step, batch in enumerate(loader):
             if step >= steps:
                 break
@@ -300,8 +299,6 @@ class Trainer:
                                   "memory_mb": memory_mb(rt.device)})
             if self._stop_everywhere(stop):
                 return True
-            if (step + 1) % acc and step + 1 != steps:
-                continue
         self._epoch_train = {k: v / max(count, 1) for k, v in sums.items()}
         self._epoch_time = time.perf_counter() - t0
         self._epoch_images = images_seen * rt.world_size
@@ -365,7 +362,7 @@ class Trainer:
                                   "memory_mb": round(memory_mb(rt.device), 1)}
         is_best = False
         if (self.epoch + 1) % cfg.train.val_every == 0 or self.epoch + 1 == cfg.train.epochs:
-            val = validate(self.model, cfg, rt, self.dims, self.loss_fn)
+            val = validate(self.model, cfg, rt, self.loss_fn)
             record.update({f"val_{k}": v for k, v in val.items()})
             is_best = self._update_best(val)
         self.epoch += 1
@@ -419,8 +416,7 @@ class _RankSubset(torch.utils.data.Sampler):
         return len(self.indices)
 
 
-def validate(model: nn.Module, cfg: RunConfig, rt: Runtime, dims: int, loss_fn: nn.Module | None = None
-             ) -> dict[str, float]:
+def validate(model: nn.Module, cfg: RunConfig, rt: Runtime, loss_fn: nn.Module | None = None) -> dict[str, float]:
     """Mean per-case Dice (foreground classes, NaN-aware) and loss on the validation split."""
     from medseg.data import build_loader, cached_dataset
 

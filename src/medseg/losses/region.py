@@ -7,6 +7,7 @@ over the classes too). With softmax the background channel is left out unless ``
 """
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from typing import Any
 
 import torch
@@ -30,7 +31,7 @@ def overlap_stats(prob: torch.Tensor, target: torch.Tensor, batch: bool, pooled:
     return tp, prob.sum(dims) if keep else prob.sum(), target.sum(dims) if keep else target.sum()
 
 
-class _RegionLoss(nn.Module):
+class _RegionLoss(nn.Module, metaclass=ABCMeta):
     """Shared plumbing: logits -> probabilities -> foreground channels -> per-class score."""
 
     name = "region"
@@ -52,8 +53,9 @@ class _RegionLoss(nn.Module):
         onehot = foreground(target.onehot, target, self.include_background)
         return prob, onehot, target
 
+    @abstractmethod
     def score(self, tp: torch.Tensor, ps: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Per-(sample, class) score in [0, 1] from soft TP, prediction sum and target sum."""
 
     def forward(self, outputs: Any, batch: dict) -> dict[str, torch.Tensor]:
         prob, onehot, _ = self.inputs(outputs, batch)

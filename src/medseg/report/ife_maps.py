@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from medseg.errors import UserError
 from medseg.modules.ife import IFE
+from medseg.report import save_figure
 
 
 @dataclass
@@ -87,12 +88,7 @@ def plot_ife_points(points: list[IFEPoint], image: np.ndarray, path: str | Path,
             rank = order.index(c) + 1
             _show(ax, fmap.numpy(), f"{kind} #{rank}: ch {c}\ns={float(p.scores[c]):.4g}")
     fig.suptitle("IFE channel scores (left: highest, right: lowest)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def ife_maps(checkpoint: str | Path, image: str | Path, output: str | Path | None = None, top: int = 4,

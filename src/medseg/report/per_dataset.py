@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from medseg.errors import UserError
+from medseg.report import save_figure
 
 
 def dataset_modalities(config: dict[str, Any]) -> dict[str, str]:
@@ -96,12 +97,7 @@ def plot_groups(tables: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ax.set_ylabel(tables[0]["metric"])
         ax.set_title(f"per {level}", fontsize=10)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def format_tables(tables: Sequence[dict[str, Any]]) -> str:
