@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from medseg.cli import add_command
+
+TRUST_HELP = ("load a checkpoint that needs full unpickling, which can run code stored in the file: only for "
+              "checkpoints you made or trust (default: weights-only loading)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,14 +18,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
     e.add_argument("--metrics", nargs="+", help="metric names (default: the config's eval.metrics)")
     e.add_argument("--no-predictions", action="store_true", help="do not write prediction files")
+    e.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     e.set_defaults(func=run_evaluate)
 
     p = add_command(sub, "predict", "Predict masks for an image/volume or a folder of them.",
                     "medseg predict --checkpoint runs/demo --input images/ --output preds/ --probabilities")
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder (uses best.pt)")
     p.add_argument("--input", required=True, help="image, NIfTI volume, or folder")
-    p.add_argument("--output", required=True, help="folder for the masks (PNG 0/255 or NIfTI)")
+    p.add_argument("--output", required=True,
+                   help="folder for the masks (PNG 0/255 or NIfTI); not the input folder nor inside it")
     p.add_argument("--probabilities", action="store_true", help="also write probability maps (*_prob)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace prediction files that already exist in --output (input files are never replaced)")
+    p.add_argument("--channels", type=int, nargs="+", metavar="I",
+                   help="0-based input channels to feed the model, in order (image R=0 G=1 B=2, or NIfTI channel "
+                        "files _0000, _0001, ... / the 4th axis); default: all, with grey repeated and RGB "
+                        "converted to grey as in training")
+    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=run_predict)
 
 
@@ -29,14 +42,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from medseg.engine.evaluate import evaluate_run, format_summary
 
     summary = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, metrics=args.metrics,
-                           save_predictions=not args.no_predictions)
+                           save_predictions=not args.no_predictions, trust=args.trust_checkpoint)
     print(format_summary(summary))
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from medseg.engine.predict import predict_paths
+    """Predict a folder; on per-input failures the rest is written, then the failures are listed (exit 1)."""
+    from medseg.engine.predict import PredictionError, predict_paths
 
-    written = predict_paths(args.checkpoint, args.input, args.output, save_probabilities=args.probabilities)
+    try:
+        written = predict_paths(args.checkpoint, args.input, args.output, save_probabilities=args.probabilities,
+                                overwrite=args.overwrite, channels=args.channels, trust=args.trust_checkpoint,
+                                echo=lambda msg: print(msg, file=sys.stderr))
+    except PredictionError as err:
+        print(f"wrote {len(err.written)} prediction(s) to {args.output}")
+        raise
     print(f"wrote {len(written)} prediction(s) to {args.output}")
     return 0

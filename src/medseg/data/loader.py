@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from medseg.config import DataConfig
 from medseg.data.splits import SPLITS
 from medseg.data.transforms import resize_batch, sample_seed
+from medseg.errors import DataError
 
 _MEMO: OrderedDict[str, Dataset] = OrderedDict()  # decoded-case caches survive between epochs
 _MEMO_SIZE = 6
@@ -64,6 +65,29 @@ def cached_dataset(cfg: DataConfig, split: str) -> Dataset:
     while len(_MEMO) > _MEMO_SIZE:
         _MEMO.popitem(last=False)
     return ds
+
+
+_EMPTY_WHY = {"train": "there is nothing to train on",
+              "val": "training would validate nothing and keep no best.pt",
+              "test": "evaluation would score nothing"}
+
+
+def require_cases(ds: Dataset, split: str, cfg: DataConfig) -> Dataset:
+    """``ds`` when it has items; an empty split is a :class:`DataError` naming it, the data and the fixes."""
+    if len(ds) > 0:
+        return ds
+    s = cfg.split
+    where = f"data folder {cfg.root}" if cfg.root else f"data.kind={cfg.kind}"
+    if s.mode == "file":
+        fix = f"list cases under '{split}' in {s.file}" + (
+            " (or drop its 'val' list to carve data.split.val_fraction from train)" if split == "val" else "")
+    elif split == "train":
+        fix = f"lower data.split.val_fraction / test_fraction (now {s.val_fraction} / {s.test_fraction})"
+    else:
+        fix = f"set data.split.{split}_fraction (now {getattr(s, split + '_fraction')}) so that it gets >= 1 case"
+    raise DataError(f"the '{split}' split of {where} has no cases (data.split.mode={s.mode}): {_EMPTY_WHY[split]}. "
+                    f"Fixes: {fix}; add cases; or, for a smoke test only, data.split.mode=fixed "
+                    "(every case in every split)")
 
 
 # ------------------------------------------------------------------------------------ samplers
@@ -150,7 +174,7 @@ def build_loader(
     and resized per batch when ``cfg.train_sizes`` is set; val/test keep their order. Whole-volume
     items (3-D val/test) are loaded one per batch. ``dataset`` reuses an already built dataset.
     ``targets``: derived training targets (e.g. ``{"sdf"}``) computed in the collate (see :func:`collate`)."""
-    ds = dataset if dataset is not None else cached_dataset(cfg, split)
+    ds = require_cases(dataset if dataset is not None else cached_dataset(cfg, split), split, cfg)
     train = split == "train"
     if cfg.num_workers > 0 and hasattr(ds, "warm_cache"):
         ds.warm_cache()  # decode once in the parent so every epoch's forked workers share it

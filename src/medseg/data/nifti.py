@@ -6,6 +6,8 @@ Items (patches, slices, whole volumes) follow :class:`medseg.data.volumes.Volume
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,15 +151,49 @@ def _flat(root: Path, cfg: DataConfig) -> list[VolumeCase]:
 
 
 # ------------------------------------------------------------------------------- normalisation
-def normalize_volume(image: np.ndarray, cfg: NiftiConfig) -> np.ndarray:
+def replace_nonfinite(image: np.ndarray, policy: str = "error", sources: Sequence[str] | None = None) -> np.ndarray:
+    """Refuse (``policy="error"``) or replace (``"replace"``) the NaN/inf voxels of a ``C x *S`` image.
+
+    One NaN makes its whole channel NaN after z-scoring, so the default is a :class:`DataError` naming each
+    bad channel's file (``sources[c]``), the channel, the count and the two fixes. ``"replace"`` sets them
+    to the channel's smallest finite value (0 when it has none): air for CT, background for MRI, which the
+    non-zero statistics ignore; one warning per file and channel gives the count.
+    """
+    bad = ~np.isfinite(image)
+    counts = bad.reshape(image.shape[0], -1).sum(axis=1)
+    if not counts.any():
+        return image
+    names = list(sources) if sources is not None else ["image"] * image.shape[0]
+    where = {int(c): f"{names[c]} channel {c}: {int(counts[c])} of {bad[c].size} voxels "
+                     f"({int(np.isnan(image[c]).sum())} NaN)" for c in np.flatnonzero(counts)}
+    if policy != "replace":
+        raise DataError(
+            f"non-finite (NaN or inf) image voxels in {'; '.join(where.values())}; z-scoring would turn the "
+            "whole channel into NaN. Fix the file (e.g. write 0 where the scanner left no data), or set "
+            "data.nifti.nonfinite=replace to replace them by the channel's smallest finite value (counted per file)"
+        )
+    image = image.copy()
+    for c, text in where.items():
+        finite = image[c][~bad[c]]
+        fill = float(finite.min()) if finite.size else 0.0
+        image[c][bad[c]] = fill
+        warnings.warn(f"{text} were NaN/inf; replaced by the channel's smallest finite value {fill:g} "
+                      "(data.nifti.nonfinite=replace)", stacklevel=3)
+    return image
+
+
+def normalize_volume(image: np.ndarray, cfg: NiftiConfig, sources: Sequence[str] | None = None) -> np.ndarray:
     """Per-volume intensity normalisation of ``C x *S`` (nnU-Net's schemes, statistics per volume).
+
+    Non-finite voxels are first refused or replaced per ``cfg.nonfinite`` (:func:`replace_nonfinite`;
+    ``sources[c]`` names channel ``c``'s file in the message). Then:
 
     - ``CT``: clip to ``window`` (HU, when given), then z-score ``(x - mean) / std`` over the volume;
     - ``MRI``: per channel, z-score using the mean/std of the non-zero voxels; zero voxels stay 0
       (background outside the head after skull stripping);
     - ``none``: unchanged.
     """
-    image = image.astype(np.float32, copy=False)
+    image = replace_nonfinite(image.astype(np.float32, copy=False), cfg.nonfinite, sources)
     if cfg.modality == "CT":
         if cfg.window is not None:
             image = np.clip(image, cfg.window[0], cfg.window[1])
@@ -185,6 +221,20 @@ def remap_labels(label: np.ndarray, mapping: dict[int, int] | None) -> np.ndarra
     return table[label - lo]
 
 
+def read_label(path: Path, mapping: dict[int, int] | None = None) -> np.ndarray:
+    """An integer label volume (float files rounded); NaN/inf voxels are a :class:`DataError`."""
+    raw, _, _, _ = load_nifti(path)
+    if np.issubdtype(raw.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(raw)))
+        if bad:
+            raise DataError(
+                f"label {path}: {bad} of {raw.size} voxels are NaN or inf; a label holds class indices, so "
+                "re-export it with every voxel set (data.nifti.nonfinite applies to images only)"
+            )
+        raw = np.rint(raw)
+    return remap_labels(raw.astype(np.int64), mapping)
+
+
 class NiftiVolumes(VolumeDataset):
     """NIfTI cases found by :func:`discover`; the spacing and affine come from the image header."""
 
@@ -199,7 +249,7 @@ class NiftiVolumes(VolumeDataset):
 
     def _read(self, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         case = self.cases[k]
-        arrays, spacing, affine = [], None, None
+        arrays, sources, spacing, affine = [], [], None, None
         for path in case.images:
             arr, sp, aff, _ = load_nifti(path, np.float32)
             arr = np.moveaxis(arr, -1, 0) if arr.ndim == 4 else arr[None]  # MSD 4-D: channels last
@@ -207,11 +257,9 @@ class NiftiVolumes(VolumeDataset):
                 raise DataError(f"case '{case.id}': channel {path} has shape {arr.shape[1:]}, first channel {arrays[0].shape[1:]}")
             spacing, affine = (spacing or sp), (affine if affine is not None else aff)
             arrays.append(arr)
-        image = normalize_volume(np.concatenate(arrays, axis=0), self.cfg.nifti)
-        raw, _, _, _ = load_nifti(case.label)
-        if np.issubdtype(raw.dtype, np.floating):
-            raw = np.rint(raw)
-        label = remap_labels(raw.astype(np.int64), self.cfg.nifti.label_map)
+            sources += [str(path)] * arr.shape[0]
+        image = normalize_volume(np.concatenate(arrays, axis=0), self.cfg.nifti, sources)
+        label = read_label(case.label, self.cfg.nifti.label_map)
         if not self.binary:
             check_labels(label, self.cfg.num_classes, case.label)
         meta = {

@@ -71,31 +71,56 @@ def split_ids(ids: Sequence[str], cfg: SplitConfig, split: str, root: str | Path
     - ``kfold``: a seeded permutation cut into ``folds`` parts; part ``fold`` is test, a seeded
       ``val_fraction`` of the rest is val.
     - ``fixed``: every case in every split (e.g. a dataset that is only evaluated).
+
+    A split asked for by a fraction > 0 that gets no case (too few cases, e.g. 2 images with the default
+    fractions) is a :class:`DataError` whatever ``split`` is requested, so training stops before it starts
+    instead of running without validation (no ``best.pt``) and scoring an empty test table.
     """
     _check_split(split)
     ids = list(ids)
     if cfg.mode == "fixed":
         return ids
     if cfg.mode == "file":
-        parts = _from_file(ids, cfg, root)
+        parts, asked = _from_file(ids, cfg, root)
     elif cfg.mode == "kfold":
-        parts = _kfold(ids, cfg)
+        parts, asked = _kfold(ids, cfg), {"val": cfg.val_fraction}
     else:
-        parts = _random(ids, cfg)
+        parts, asked = _random(ids, cfg, root), {"val": cfg.val_fraction, "test": cfg.test_fraction}
+    _require_cases(parts, asked, len(ids), cfg, root)
     keep = set(parts[split])
     return [i for i in ids if i in keep]
 
 
-def _random(ids: list[str], cfg: SplitConfig) -> dict[str, list[str]]:
+def _fixes(cfg: SplitConfig) -> str:
+    return (f"Fixes: add cases; set data.split.val_fraction / data.split.test_fraction (now {cfg.val_fraction} / "
+            f"{cfg.test_fraction}) so that each split gets at least 1 case (test_fraction=0 for no test split); "
+            "give an explicit split file (data.split.mode=file, data.split.file=splits.json); or, for a smoke "
+            "test only, data.split.mode=fixed (train, validate and test on the same cases)")
+
+
+def _require_cases(parts: dict[str, list[str]], asked: dict[str, float], n: int, cfg: SplitConfig,
+                   root: str | Path | None) -> None:
+    """Every split asked for with a fraction > 0 must get a case."""
+    empty = [s for s, f in asked.items() if f > 0 and not parts[s]]
+    if empty:
+        where = f"data folder {root}" if root is not None else "the dataset"
+        raise DataError(
+            f"{where}: {n} case{'s' if n != 1 else ''} found, too few for split.mode={cfg.mode} "
+            f"(val_fraction={cfg.val_fraction}, test_fraction={cfg.test_fraction}): the "
+            f"{' and '.join(empty)} split{'s' if len(empty) > 1 else ''} would get 0 cases (a split gets "
+            "round(fraction x cases)), so training would keep no best.pt and evaluation would score nothing. "
+            + _fixes(cfg)
+        )
+
+
+def _random(ids: list[str], cfg: SplitConfig, root: str | Path | None = None) -> dict[str, list[str]]:
     perm = _permute(sorted(ids), cfg.seed)
     n = len(perm)
     n_test = int(round(cfg.test_fraction * n))
     n_val = int(round(cfg.val_fraction * n))
     if n - n_test - n_val < 1:
-        raise DataError(
-            f"random split leaves no training case ({n} cases, val_fraction={cfg.val_fraction}, "
-            f"test_fraction={cfg.test_fraction}); lower the fractions"
-        )
+        where = f"data folder {root}" if root is not None else "the dataset"
+        raise DataError(f"{where}: {n} cases found; the random split leaves no training case. " + _fixes(cfg))
     return {"test": perm[n - n_test:], "val": perm[n - n_test - n_val:n - n_test], "train": perm[: n - n_test - n_val]}
 
 
@@ -112,7 +137,9 @@ def _kfold(ids: list[str], cfg: SplitConfig) -> dict[str, list[str]]:
     return {"train": train, "val": val, "test": test}
 
 
-def _from_file(ids: list[str], cfg: SplitConfig, root: str | Path | None) -> dict[str, list[str]]:
+def _from_file(ids: list[str], cfg: SplitConfig,
+               root: str | Path | None) -> tuple[dict[str, list[str]], dict[str, float]]:
+    """The file's parts and the fractions applied (``val_fraction`` when val is carved from train)."""
     if cfg.file is None:
         raise DataError("split.mode is 'file' but split.file is not set; give a JSON or CSV file of stems")
     path = Path(cfg.file)
@@ -126,8 +153,10 @@ def _from_file(ids: list[str], cfg: SplitConfig, root: str | Path | None) -> dic
             f"{path}: {len(missing)} listed ids have no image/mask pair, e.g. {missing[:5]}; fix the file or the data"
         )
     train = parts.get("train", [])
+    asked: dict[str, float] = {}
     if "val" not in parts:
         train, val = _carve_val(train, cfg.val_fraction, cfg.seed)
+        asked = {"val": cfg.val_fraction} if train else {}  # a test-only file trains nothing
     else:
         val = parts["val"]
-    return {"train": train, "val": val, "test": parts.get("test", [])}
+    return {"train": train, "val": val, "test": parts.get("test", [])}, asked
