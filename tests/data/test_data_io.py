@@ -50,7 +50,9 @@ def test_planar_rgb_tiff_is_channels_last(tmp_path):
 def test_mask_threshold_default_and_configurable(tmp_path):
     arr = np.array([[0, 30, 127, 128], [200, 225, 255, 100]], dtype=np.uint8)
     Image.fromarray(arr).save(tmp_path / "m.png")
-    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), (arr > 127).astype(np.uint8))
+    with pytest.raises(DataError, match=r"m\.png.*not binary"):  # grey values: no threshold is guessed
+        read_mask(tmp_path / "m.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png", threshold=127), (arr > 127).astype(np.uint8))
     np.testing.assert_array_equal(read_mask(tmp_path / "m.png", threshold=50), (arr > 50).astype(np.uint8))
 
 

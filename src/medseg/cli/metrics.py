@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 from medseg.cli import add_command
@@ -33,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--assd-mode", choices=["pooled", "mean_of_directed"], default=None)
     p.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (or pixels)")
     p.add_argument("--threshold", type=float, default=0.5, help="probability maps: mask = prob > threshold")
+    p.add_argument("--gt-threshold", type=float, default=None, metavar="T",
+                   help="binary GT: foreground where value > T (e.g. 127 for 0/255 masks with stray grey "
+                        "pixels). Default: GT must be 0/1, 0/255 or 0/255 with JPEG-like noise, else an error")
     p.add_argument("--pred-suffix", default="", help="cut from prediction names before pairing (e.g. _pred)")
     p.add_argument("--gt-suffix", default="", help="cut from GT names before pairing (e.g. _mask)")
     p.add_argument("--list", action="store_true", help="list the metrics and sets, then exit")
@@ -51,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_metrics(args: argparse.Namespace) -> int:
     from medseg.errors import UserError
     from medseg.metrics import METRIC_SETS, list_metrics
-    from medseg.metrics.folder import evaluate_folder, format_summary
+    from medseg.metrics.folder import SpacingWarning, evaluate_folder, format_summary
 
     if args.list:
         for name, doc in list_metrics().items():
@@ -62,16 +66,21 @@ def run_metrics(args: argparse.Namespace) -> int:
     if not args.pred or not args.gt:
         raise UserError("give both --pred DIR and --gt DIR (or --list)")
     try:
-        result = evaluate_folder(args.pred, args.gt, args.metrics, num_classes=args.num_classes,
-                                 spacing=args.spacing, workers=args.workers, output=args.output,
-                                 pred_suffix=args.pred_suffix, gt_suffix=args.gt_suffix, empty=args.empty,
-                                 compat=args.compat, hd95_mode=args.hd95_mode, assd_mode=args.assd_mode,
-                                 nsd_tolerance=args.nsd_tolerance, threshold=args.threshold)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SpacingWarning)  # printed below from the summary instead
+            result = evaluate_folder(args.pred, args.gt, args.metrics, num_classes=args.num_classes,
+                                     spacing=args.spacing, workers=args.workers, output=args.output,
+                                     pred_suffix=args.pred_suffix, gt_suffix=args.gt_suffix,
+                                     gt_threshold=args.gt_threshold, empty=args.empty, compat=args.compat,
+                                     hd95_mode=args.hd95_mode, assd_mode=args.assd_mode,
+                                     nsd_tolerance=args.nsd_tolerance, threshold=args.threshold)
     except (ValueError, TypeError) as err:
         if isinstance(err, UserError):
             raise
         raise UserError(str(err)) from err
     print(f"{len(result.cases)} cases")
+    for note in result.summary.get("warnings", []):
+        print(f"warning: {note}")
     print(format_summary(result.summary))
     print(f"wrote {result.csv_path} and {result.json_path}")
     return 0

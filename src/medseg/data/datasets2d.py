@@ -224,7 +224,10 @@ def _by_stem(folder: Path, suffix: str) -> dict[str, Path]:
 class Folder2D(Base2D):
     """``root/images/<stem>.<ext>`` + ``root/masks/<stem><mask_suffix>.<ext>`` pairs.
 
-    Binary masks: ``value > mask_threshold`` (channel max for RGB masks; 1-bit and 0/1 masks as they are).
+    Binary masks (channel max for RGB masks): with ``mask_threshold`` unset, 1-bit, {0, 1}, {0, 255} and
+    JPEG-noisy 0/255 masks are read and any other mask (e.g. {0, 1, 2}: a label map) raises a
+    :class:`DataError` naming the file, its values and the fixes; ``mask_threshold: T`` gives
+    ``value > T`` (1-bit and 0/1 masks as they are). See :func:`medseg.masks.binary_mask`.
     ``mask_mode: labels``: the stored values (palette PNG indices) are the classes, checked against
     ``num_classes``. Grey images are repeated to ``in_channels``; RGB to grey by luma when ``in_channels`` is 1.
     """

@@ -2,7 +2,8 @@
 
 Files pair by name (extension ignored, ``.nii.gz`` included); unpaired files, unreadable files and
 bad cases are collected and reported together as one :class:`~medseg.errors.DataError` naming every
-case: one bad case never silently shrinks the mean.
+case: one bad case never silently shrinks the mean. A prediction whose NIfTI header spacing differs from
+its GT's is scored with the GT's spacing (or ``spacing`` when given) and a warning names both.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import csv
 import io
 import json
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,28 +55,56 @@ def _names(names: Sequence[str], limit: int = 10) -> str:
     return ", ".join(names[:limit]) + (f" ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
-def _evaluate_one(job: tuple[str, Path, Path, MetricSuite, Sequence[float] | None]) -> CaseResult | str:
-    """One case in a worker: a :class:`CaseResult`, or the error message naming the case."""
-    case, pred_path, gt_path, suite, spacing = job
+class SpacingWarning(UserWarning):
+    """A prediction and its GT carry different header spacings (the message says which one was used)."""
+
+
+# (case, prediction file, GT file, suite, spacing given or None, GT threshold or None): one worker job
+Job = tuple[str, Path, Path, MetricSuite, Sequence[float] | None, float | None]
+
+
+def _evaluate_one(job: Job) -> tuple[CaseResult | str, list[str]]:
+    """One case in a worker: (a :class:`CaseResult` or the error message naming the case, warnings)."""
+    case, pred_path, gt_path, suite, spacing, gt_threshold = job
+    notes: list[str] = []
     try:
         pred_file = read_array(pred_path)
         gt_file = read_array(gt_path)
-        gt = as_ground_truth(gt_file.array, suite.num_classes, case)
+        gt = as_ground_truth(gt_file.array, suite.num_classes, case, gt_threshold, gt_path)
         pred, prob = as_prediction(pred_file.array, suite.num_classes, suite.policy.threshold, case)
         if pred.shape != gt.shape:
             return (f"case '{case}': prediction {pred_path.name} has shape {pred.shape} but GT {gt_path.name} has "
-                    f"{gt.shape}; resample predictions to the GT grid")
+                    f"{gt.shape}; resample predictions to the GT grid"), notes
         use_spacing = spacing if spacing is not None else gt_file.spacing
-        return suite(pred, gt, prob=prob, spacing=use_spacing, case=case)
+        note = spacing_mismatch(case, pred_file.spacing, gt_file.spacing, spacing)
+        if note:
+            notes.append(note)
+        return suite(pred, gt, prob=prob, spacing=use_spacing, case=case), notes
     except (DataError, ValueError, RuntimeError) as err:
         msg = str(err)
-        return msg if case in msg else f"case '{case}': {msg}"
+        return (msg if case in msg else f"case '{case}': {msg}"), notes
+
+
+def spacing_mismatch(case: str, pred: Sequence[float] | None, gt: Sequence[float] | None,
+                     given: Sequence[float] | None) -> str | None:
+    """A warning when the prediction's and the GT's header spacings differ (relative 1e-3), else None."""
+    if pred is None or gt is None:
+        return None
+    if len(pred) == len(gt) and np.allclose(pred, gt, rtol=1e-3, atol=1e-6):
+        return None
+    used = f"--spacing {_fmt(given)}" if given is not None else f"the GT's {_fmt(gt)}"
+    return (f"case '{case}': the prediction's header spacing {_fmt(pred)} differs from the GT's {_fmt(gt)}; "
+            f"distances use {used} (was the prediction resampled? pass --spacing to choose)")
+
+
+def _fmt(spacing: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{float(s):g}" for s in spacing) + ")"
 
 
 def evaluate_folder(pred_dir: str | Path, gt_dir: str | Path, metrics: str | Iterable[str] = ("dice",),
                     num_classes: int = 1, spacing: Sequence[float] | None = None, workers: int | None = None,
                     output: str | Path | None = None, pred_suffix: str = "", gt_suffix: str = "",
-                    **options: Any) -> FolderResult:
+                    gt_threshold: float | None = None, **options: Any) -> FolderResult:
     """Score every prediction in ``pred_dir`` against the same-named GT in ``gt_dir``.
 
     Args:
@@ -82,17 +112,25 @@ def evaluate_folder(pred_dir: str | Path, gt_dir: str | Path, metrics: str | Ite
         spacing: voxel spacing for every case (mm); default: the NIfTI header, pixels for 2-D images.
         workers: processes (None: ``min(8, cpu_count)``; 0 or 1: in this process).
         output: per-case CSV path; the JSON summary goes beside it (``.json``).
+        gt_threshold: binary GT: foreground where value > T (default: the rule of :mod:`medseg.masks`).
         options: :class:`~medseg.metrics.Policy` fields (``empty``, ``compat``, ``hd95_mode`` ...).
     """
+    if gt_threshold is not None and num_classes > 1:
+        raise DataError(f"--gt-threshold binarises a binary task's GT; it does not apply with "
+                        f"--num-classes {num_classes} (label maps are read as labels)")
     suite = MetricSuite(metrics, num_classes=num_classes, **options)
     pairs = pair_cases(Path(pred_dir), Path(gt_dir), pred_suffix, gt_suffix)
-    jobs = [(case, p, g, suite, spacing) for case, p, g in pairs]
+    jobs: list[Job] = [(case, p, g, suite, spacing, gt_threshold) for case, p, g in pairs]
     n_workers = min(8, os.cpu_count() or 1) if workers is None else workers
     if n_workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(n_workers, len(jobs))) as pool:
-            outcomes = list(pool.map(_evaluate_one, jobs, chunksize=max(1, len(jobs) // (4 * n_workers))))
+            done = list(pool.map(_evaluate_one, jobs, chunksize=max(1, len(jobs) // (4 * n_workers))))
     else:
-        outcomes = [_evaluate_one(job) for job in jobs]
+        done = [_evaluate_one(job) for job in jobs]
+    outcomes = [o for o, _ in done]
+    notes = [n for _, case_notes in done for n in case_notes]
+    for note in notes:
+        warnings.warn(note, SpacingWarning, stacklevel=2)
     errors = [o for o in outcomes if isinstance(o, str)]
     if errors:
         raise DataError(f"{len(errors)} of {len(jobs)} case(s) failed (no summary written, so no case is "
@@ -102,7 +140,8 @@ def evaluate_folder(pred_dir: str | Path, gt_dir: str | Path, metrics: str | Ite
     summary = suite.summarize(results)
     summary.update({"metrics_requested": suite.names, "num_classes": num_classes, "pred_dir": str(pred_dir),
                     "gt_dir": str(gt_dir), "spacing": list(spacing) if spacing is not None else
-                    "NIfTI header (volumes) / pixels (2-D images)"})
+                    "NIfTI header (volumes) / pixels (2-D images)", "gt_threshold": gt_threshold,
+                    "warnings": notes})
     out = FolderResult(results, summary)
     if output is not None:
         out.csv_path = Path(output)

@@ -1,9 +1,11 @@
 """Light readers for ``medseg metrics``: PNG/JPEG/BMP (OpenCV), TIFF (tifffile), NIfTI (nibabel).
 
-No torch. Every failure is a :class:`~medseg.errors.DataError` naming the file. A prediction file is a
-mask (values {0, 1} or {0, 255}, or integer labels) or a probability map (any other 8-bit or float
-values in [0, 1]); a binary GT may carry JPEG noise (8-bit values within 32 of 0 or 255, thresholded at
-128 as the SOD convention does), anything else is reported as not binary.
+No torch. Every failure is a :class:`~medseg.errors.DataError` naming the file; a JPEG that stops
+before its end marker is refused (OpenCV would half-decode it with a warning that names no file). A
+prediction file is a mask (values {0, 1} or {0, 255}, or integer labels) or a probability map (any other
+8-bit or float values in [0, 1]). A binary GT is read by the rule shared with training
+(:func:`medseg.masks.binary_mask`: {0, 1}, {0, 255} or 0/255 with JPEG-like noise, else an error naming
+the file, the values and the fixes ``--num-classes K`` / ``--gt-threshold T``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg.errors import DataError
+from medseg.masks import CLI_FIXES, binary_mask
 
 MASK_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz")
 _JPEG_NOISE = 32
@@ -75,6 +78,8 @@ def read_array(path: Path) -> Loaded:
         else:
             import cv2
 
+            if name.endswith((".jpg", ".jpeg")):
+                _check_jpeg_complete(path)  # before OpenCV, which would print an anonymous warning
             arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if arr is None:
                 raise DataError(f"cannot decode {path} (not an image, or truncated)")
@@ -83,6 +88,24 @@ def read_array(path: Path) -> Loaded:
     except Exception as err:  # nibabel/tifffile/cv2 raise many types
         raise DataError(f"cannot read {path}: {err}") from err
     return Loaded(path, _one_channel(arr, path), None)
+
+
+def _check_jpeg_complete(path: Path) -> None:
+    """Raise when the JPEG ``path`` is truncated. Fast path: the file ends with the EOI marker (FF D9,
+    which cannot occur inside entropy-coded data); otherwise Pillow decodes it strictly (it tolerates
+    bytes after EOI and raises on missing data unless ``ImageFile.LOAD_TRUNCATED_IMAGES`` is set)."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - 2))
+        if f.read(2) == b"\xff\xd9":
+            return
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except Exception as err:  # OSError "image file is truncated", SyntaxError, ...
+        raise DataError(f"{path} is truncated or corrupt ({err}); OpenCV decodes only part of it. Re-export "
+                        f"or remove the file") from err
 
 
 def _one_channel(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -131,20 +154,17 @@ def as_prediction(arr: np.ndarray, num_classes: int, threshold: float, case: str
     return prob > threshold, prob
 
 
-def as_ground_truth(arr: np.ndarray, num_classes: int, case: str) -> np.ndarray:
-    """A boolean GT mask (binary) or int64 labels (multi-class); non-binary GT for binary metrics raises."""
+def as_ground_truth(arr: np.ndarray, num_classes: int, case: str, threshold: float | None = None,
+                    path: Path | str | None = None) -> np.ndarray:
+    """A boolean GT mask (binary) or int64 labels (multi-class).
+
+    Binary: :func:`medseg.masks.binary_mask` (``threshold``: ``--gt-threshold``, foreground where value >
+    T); a GT that is not binary raises naming ``path`` (or the case), the values and the fixes.
+    """
     if num_classes > 1:
         return _labels(arr, num_classes, "ground truth", case)
-    if arr.dtype == bool:
-        return arr
-    values = np.unique(arr)
-    if set(values.tolist()) <= {0, 1}:
-        return arr.astype(bool)
-    if arr.dtype == np.uint8 and np.all((values <= _JPEG_NOISE) | (values >= 255 - _JPEG_NOISE)):
-        return arr > 128
-    shown = ", ".join(f"{v:g}" for v in values[:8]) + (" ..." if values.size > 8 else "")
-    raise DataError(f"case '{case}': the ground truth is not binary (values {shown}); binary metrics need a 0/1 "
-                    f"or 0/255 mask; for a label map pass --num-classes K (labels 0..K-1)")
+    where = f"case '{case}': {path}" if path is not None else f"case '{case}'"
+    return binary_mask(arr, threshold, path=where, fixes=CLI_FIXES, what="ground truth")
 
 
 def _labels(arr: np.ndarray, num_classes: int, what: str, case: str) -> np.ndarray:
