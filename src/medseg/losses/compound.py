@@ -11,11 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.losses import create_loss, register_loss
-from medseg.losses._common import Schedule, as_float
-
-
-def main_logits(outputs: Any) -> torch.Tensor:
-    return outputs["out"] if isinstance(outputs, dict) else outputs
+from medseg.losses._common import Schedule, as_float, foreground, get_label, main_logits, prepare_target
 
 
 def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
@@ -28,15 +24,22 @@ def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1e-
 
 @register_loss("dice_bce")
 class DiceBCELoss(nn.Module):
-    """Soft Dice + binary cross-entropy on one logit channel: ``L = (1 - Dice(σ(z), g)) + BCE(z, g)``."""
+    """Soft Dice + binary cross-entropy on sigmoid logits: ``L = w_d·(1 - Dice(σ(z), g)) + w_b·BCE(z, g)``.
+
+    One logit channel with a 0/1 label ``B x 1 x *spatial`` (an int label may omit the channel axis), or
+    C channels against a float label of the same shape (C independent binary maps). Dice sums over the
+    batch and space per channel (smooth 1e-5 in numerator and denominator), then averages the channels;
+    BCE is the mean over voxels. Equals MONAI ``DiceCELoss(sigmoid=True, batch=True, smooth_nr=1e-5,
+    smooth_dr=1e-5)`` for one channel. Labels outside [0, 1] or of another shape are refused.
+    """
 
     def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0) -> None:
         super().__init__()
         self.dice_weight, self.bce_weight = dice_weight, bce_weight
 
     def forward(self, outputs: Any, batch: dict) -> dict[str, torch.Tensor]:
-        logits = as_float(main_logits(outputs))
-        target = batch["label"].to(logits.dtype)
+        logits = as_float(main_logits(outputs, loss="dice_bce"))
+        target = prepare_target(logits, get_label(batch, "dice_bce"), "dice_bce", allow_multiclass=False).onehot
         bce = F.binary_cross_entropy_with_logits(logits, target)
         dice = soft_dice_loss(torch.sigmoid(logits), target)
         return {"loss": self.dice_weight * dice + self.bce_weight * bce, "dice": dice, "bce": bce}
@@ -44,19 +47,23 @@ class DiceBCELoss(nn.Module):
 
 @register_loss("dice_ce")
 class DiceCELoss(nn.Module):
-    """Soft Dice (per-class mean over foreground) + cross-entropy, softmax over K channels."""
+    """Soft Dice over the foreground classes + cross-entropy, softmax over K >= 2 channels.
+
+    ``L = w_d·(1 - mean_{c>=1} Dice_c) + w_c·CE`` with an int64 label ``B x *spatial`` (or ``B x 1 x
+    *spatial``); background (class 0) is left out of the Dice, each Dice_c sums over the batch and space
+    (smooth 1e-5). Equals MONAI ``DiceCELoss(softmax=True, to_onehot_y=True, include_background=False,
+    batch=True, smooth_nr=1e-5, smooth_dr=1e-5)``. Label values outside ``0..K-1`` are refused.
+    """
 
     def __init__(self, dice_weight: float = 1.0, ce_weight: float = 1.0) -> None:
         super().__init__()
         self.dice_weight, self.ce_weight = dice_weight, ce_weight
 
     def forward(self, outputs: Any, batch: dict) -> dict[str, torch.Tensor]:
-        logits = as_float(main_logits(outputs))
-        label = batch["label"].long()
-        ce = F.cross_entropy(logits, label)
-        prob = logits.softmax(1)
-        onehot = F.one_hot(label, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
-        dice = soft_dice_loss(prob[:, 1:], onehot[:, 1:])
+        logits = as_float(main_logits(outputs, loss="dice_ce"))
+        target = prepare_target(logits, get_label(batch, "dice_ce"), "dice_ce", allow_binary=False)
+        ce = F.cross_entropy(logits, target.index)
+        dice = soft_dice_loss(foreground(logits.softmax(1), target), foreground(target.onehot, target))
         return {"loss": self.dice_weight * dice + self.ce_weight * ce, "dice": dice, "ce": ce}
 
 
