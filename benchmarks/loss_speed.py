@@ -3,7 +3,10 @@
 1. CWCD contour maps for a batch of ``B x S^3`` labels with ``K`` classes: min-pool erosion on tensors
    (``medseg.ops.label_contour``: separable window min/max of the label map, one channel) vs ``scipy.ndimage.binary_erosion`` per sample and
    class (the CWCD code's tool), for the paper setting (cube 3, 6 iterations) and the code's (cube 2, 1).
-   Both results are checked equal (scipy with ``border_value=1``, the no-erosion-at-the-crop-border rule).
+   Peers are timed on the device of ours: scipy against ``label_contour`` on the CPU, and on ``--device``
+   a per-class torch min-pool erosion (``-max_pool3d(-G_k)`` iterated, what a torch user writes) against
+   ``label_contour`` on that device. All results are checked equal (scipy with ``border_value=1``, the
+   no-erosion-at-the-crop-border rule); a difference exits 1 naming the case (``_gate.py``).
 2. The cost each loss adds to a 3-D UNet training step (``unet3d``, base 16, depth 4, same batch): the loss's
    forward + backward on the step's logits, and the on-the-fly preparation of its derived targets
    (``prepare_targets``: contours, signed distance maps, U-Net weight maps), as a percentage of the step
@@ -15,12 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage as ndi
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _gate import Gate, injected  # noqa: E402
 
 from medseg.losses import create_loss
 from medseg.models import create_model
@@ -68,18 +77,48 @@ def scipy_contours(label: np.ndarray, classes: int, kernel: int, iterations: int
     return out
 
 
-def bench_contours(label: torch.Tensor, classes: int, device: torch.device, sync, repeat: int) -> list[dict]:
+def torch_contours(label: torch.Tensor, classes: int, kernel: int, iterations: int) -> torch.Tensor:
+    """Per class ``G − erode(G)`` by min-pooling the one-hot channel (``-max_pool3d(-G)``), iterated: the
+    usual torch code, on the label's device; outside the array counts as foreground (scipy ``border_value=1``)
+    and an even kernel covers offsets ``−k//2 .. (k−1)//2`` (scipy's origin)."""
+    left, right = kernel // 2, (kernel - 1) // 2
+    out = []
+    for k in range(classes):
+        g = (label == k).float().unsqueeze(1)
+        e = g
+        for _ in range(iterations):
+            e = -F.max_pool3d(F.pad(-e, (left, right) * 3, value=-1.0), kernel, stride=1)
+        out.append((g - e).squeeze(1) > 0)
+    return torch.stack(out, 1)
+
+
+def _check(gate: Gate, case: str, ours: torch.Tensor, ref: np.ndarray | torch.Tensor) -> None:
+    """Fraction of differing voxels (tolerance 0); ``MEDSEG_BENCH_INJECT`` flips one voxel of ours."""
+    ours = ours.cpu().numpy().copy()
+    if injected(case):
+        ours.flat[0] = ~ours.flat[0]
+    ref = ref.cpu().numpy() if isinstance(ref, torch.Tensor) else ref
+    gate.rows[case] = [float(np.mean(ours != ref)), 0.0]
+
+
+def bench_contours(label: torch.Tensor, classes: int, device: torch.device, sync, repeat: int, gate: Gate) -> list[dict]:
     rows = []
     lab = label.to(device)
+    cpu = label.cpu()
     for kernel, iterations in [(3, 6), (2, 1)]:
-        ours = label_contour(lab, classes, kernel, iterations)
+        case = f"contours cube {kernel} x{iterations}"
         ref = scipy_contours(label.numpy(), classes, kernel, iterations)
-        assert (ours.cpu().numpy() == ref).all(), "min-pool contours differ from scipy"
-        t_ours = timeit(lambda: label_contour(lab, classes, kernel, iterations), repeat, sync)
+        _check(gate, f"{case}: label_contour (cpu) vs scipy", label_contour(cpu, classes, kernel, iterations), ref)
+        _check(gate, f"{case}: label_contour ({device.type}) vs scipy", label_contour(lab, classes, kernel, iterations), ref)
+        _check(gate, f"{case}: torch min-pool ({device.type}) vs scipy", torch_contours(lab, classes, kernel, iterations), ref)
+        t_cpu = timeit(lambda: label_contour(cpu, classes, kernel, iterations), repeat, lambda: None)
         t_scipy = timeit(lambda: scipy_contours(label.numpy(), classes, kernel, iterations), max(1, repeat // 2),
                          lambda: None)
-        rows.append({"kernel": kernel, "iterations": iterations, "minpool_s": t_ours, "scipy_s": t_scipy,
-                     "speedup": t_scipy / t_ours})
+        t_dev = timeit(lambda: label_contour(lab, classes, kernel, iterations), repeat, sync)
+        t_pool = timeit(lambda: torch_contours(lab, classes, kernel, iterations), repeat, sync)
+        rows.append({"kernel": kernel, "iterations": iterations, "device": device.type,
+                     "minpool_cpu_s": t_cpu, "scipy_s": t_scipy, "speedup": t_scipy / t_cpu,
+                     "minpool_device_s": t_dev, "torch_minpool_device_s": t_pool, "speedup_device": t_pool / t_dev})
     return rows
 
 
@@ -133,7 +172,7 @@ def bench_losses(label: torch.Tensor, classes: int, device: torch.device, sync, 
     return {"step_s": t_step, "rows": rows}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--classes", type=int, default=15)
@@ -151,10 +190,14 @@ def main() -> None:
     print(f"device {device} ({torch.get_num_threads()} threads), labels {tuple(label.shape)}, {args.classes} classes")
     result: dict = {"device": str(device), "threads": torch.get_num_threads(), "shape": list(label.shape),
                     "classes": args.classes}
-    result["contours"] = bench_contours(label, args.classes, device, sync, args.repeat)
+    gate = Gate()
+    result["contours"] = bench_contours(label, args.classes, device, sync, args.repeat, gate)
     for row in result["contours"]:
-        print(f"contours cube {row['kernel']} x{row['iterations']}: min-pool {row['minpool_s'] * 1e3:.1f} ms, "
-              f"scipy per sample {row['scipy_s'] * 1e3:.1f} ms -> {row['speedup']:.1f}x")
+        print(f"contours cube {row['kernel']} x{row['iterations']}: cpu: label_contour {row['minpool_cpu_s'] * 1e3:.1f} ms, "
+              f"scipy per sample {row['scipy_s'] * 1e3:.1f} ms -> {row['speedup']:.1f}x; {row['device']}: "
+              f"label_contour {row['minpool_device_s'] * 1e3:.1f} ms, per-class torch min-pool "
+              f"{row['torch_minpool_device_s'] * 1e3:.1f} ms -> {row['speedup_device']:.1f}x", flush=True)
+    result["values"] = gate.summary()
     if not args.skip_losses:
         print("3-D UNet step (unet3d base 16 depth 4, CE, Adam) ...", flush=True)
         result["losses"] = bench_losses(label, args.classes, device, sync, args.repeat)
@@ -162,7 +205,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)
+    return gate.exit_code()
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

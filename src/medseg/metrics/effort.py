@@ -51,7 +51,8 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
     Same parallel sub-passes (each decides from the image at its start), but each pass visits only the
     candidate pixels (foreground with a removable neighbourhood code, re-queued when a neighbour goes)
     instead of the whole image, so the cost follows the object's perimeter, not its area (small masks go
-    to scikit-image directly).
+    to scikit-image directly, and the last passes go to it once the still-changing box is small, see
+    :func:`_hand_off`).
     """
     if mask.size <= _SMALL:
         from skimage.morphology import skeletonize
@@ -69,8 +70,13 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
     queued = np.zeros(flat.size, dtype=np.uint8)
     queued[active] = 1
     stamp = np.zeros(flat.size, dtype=np.intp)
-    idle, which = 0, 0
+    idle, which, passes, next_try = 0, 0, 0, _HANDOFF_EVERY
     while idle < 2 and active.size:
+        passes += 1
+        if passes >= next_try and which == 0:  # a whole number of iterations done: the state is the image
+            if _hand_off(img, active, width):
+                break
+            next_try = passes + _HANDOFF_EVERY
         codes = np.packbits(flat[active[:, None] + off], axis=1, bitorder="little")[:, 0]
         remove = _ZS_PASSES[which][codes]
         which ^= 1
@@ -92,6 +98,37 @@ def skeleton(mask: np.ndarray) -> np.ndarray:
         queued[near] = 1
         active = np.concatenate([active[live & ~remove], near])
     return img[1:-1, 1:-1].view(bool).copy()
+
+
+_HANDOFF_AREA = 60_000  # px of the still-changing box below which scikit-image's raster passes are cheaper
+_HANDOFF_EVERY = 24  # sub-passes between two looks at that box
+
+
+def _hand_off(img: np.ndarray, active: np.ndarray, width: int) -> bool:
+    """Finish the thinning with scikit-image inside the box of the still-changing pixels, if small enough.
+
+    The box is the bounding box of the queued pixels grown by 3, so its outer 2-pixel frame holds no
+    queued pixel: every foreground pixel there has a non-removable neighbourhood. Scikit-image sees
+    background outside the box; when its result leaves that frame unchanged, no pixel of the frame was
+    ever removable (its neighbourhood never changed) in the crop or in the whole image, nothing outside
+    the box can change, and the decisions inside the box saw the true neighbourhoods: the result is
+    ZS on the whole image. Otherwise nothing is written and the caller carries on (returns False).
+    """
+    rows, cols = np.divmod(active, width)
+    r0, r1 = max(int(rows.min()) - 3, 0), min(int(rows.max()) + 4, img.shape[0])
+    c0, c1 = max(int(cols.min()) - 3, 0), min(int(cols.max()) + 4, width)
+    if (r1 - r0) * (c1 - c0) > _HANDOFF_AREA:
+        return False
+    from skimage.morphology import skeletonize
+
+    sub = img[r0:r1, c0:c1]
+    done = skeletonize(np.ascontiguousarray(sub).view(bool)).view(np.uint8)
+    frame = np.ones(sub.shape, dtype=bool)
+    frame[2:-2, 2:-2] = False
+    if not np.array_equal(done[frame], sub[frame]):
+        return False
+    sub[...] = done
+    return True
 
 
 _CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()

@@ -5,6 +5,11 @@ of the original papers: the map is min-max normalised first (``minmax=True``); t
 map quantised to 8 bits (``uint8(map * 255)``) and the 256 thresholds ``map_u8 >= t``, t = 0..255; the
 adaptive threshold is ``min(2 * mean(map), 1)`` on the float map. All 256-threshold curves (F-beta,
 E-measure, polyp mDice/mIoU) come from one 2 x 256 histogram of the quantised map split by the GT.
+
+8-bit maps (the usual PNG prediction) take a faster, equal path (:class:`ByteMap`): every pixel's value
+is one of 256 numbers (``byte / 255``, min-max normalised), so MAE, the curves, the adaptive threshold and
+both S-measure terms are sums over a 2 x 256 histogram of (byte, GT) per image or block, and no float
+image is made except for the weighted F-measure's error near the GT.
 """
 from __future__ import annotations
 
@@ -35,6 +40,66 @@ class MapStats:
     size: int
     tp_adaptive: int
     pp_adaptive: int
+
+
+class ByteMap:
+    """An 8-bit map: pixel value ``table[data]`` with ``table = arange(256) / 255`` (min-max normalised by
+    :meth:`normalized` exactly as :func:`normalize_map` does the float map, value by value)."""
+
+    def __init__(self, data: np.ndarray, table: np.ndarray | None = None) -> None:
+        self.data = np.ascontiguousarray(data)
+        self.table = np.arange(256) / 255.0 if table is None else table
+
+    def normalized(self) -> "ByteMap":
+        lo, hi = int(self.data.min()), int(self.data.max())
+        t = self.table
+        return ByteMap(self.data, (t - t[lo]) / (t[hi] - t[lo]) if t[hi] != t[lo] else t)
+
+    def lookup(self, table: np.ndarray, where: tuple[slice, ...] | None = None) -> np.ndarray:
+        """``table[data]`` (optionally on a crop); OpenCV's LUT for 2-D images."""
+        data = self.data if where is None else self.data[where]
+        if data.ndim == 2 and data.size:
+            import cv2
+
+            return cv2.LUT(data, table)
+        return table[data]
+
+    def values(self, where: tuple[slice, ...] | None = None) -> np.ndarray:
+        """The float map (or a crop of it)."""
+        return self.lookup(self.table, where)
+
+    def above(self, threshold: float) -> np.ndarray:
+        """``values() > threshold`` as a boolean mask, from a 256-entry table."""
+        return self.lookup((self.table > threshold).astype(np.uint8)).view(bool)
+
+
+def byte_histograms(data: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(hist over GT pixels, hist over all pixels)`` of an 8-bit map, 256 int64 bins each."""
+    if data.ndim == 2 and 0 < data.size < (1 << 24) and data.strides[1] == 1 and gt.strides[1] == 1:
+        import cv2  # rows may be strided (a block of an image), pixels within a row may not
+
+        fg = cv2.calcHist([data], [0], gt.view(np.uint8), [256], [0, 256]).ravel()
+        every = cv2.calcHist([data], [0], None, [256], [0, 256]).ravel()
+        return fg.astype(np.int64), every.astype(np.int64)  # float32 counts, exact below 2^24
+    return np.bincount(data[gt], minlength=256), np.bincount(data.ravel(), minlength=256)
+
+
+def map_stats_bytes(bm: ByteMap, h_fg: np.ndarray, h_all: np.ndarray) -> MapStats:
+    """:func:`map_stats` from the byte histograms (same counts; the mean is a histogram sum)."""
+    q = (bm.table * 255).astype(np.uint8)
+    hist_fg = np.bincount(q, weights=h_fg, minlength=256).astype(np.int64)
+    hist_all = np.bincount(q, weights=h_all, minlength=256).astype(np.int64)
+    size = int(h_all.sum())
+    threshold = min(2 * float(np.dot(h_all, bm.table)) / size, 1)
+    binary = bm.table >= threshold
+    return MapStats(np.cumsum(hist_fg[::-1]), np.cumsum(hist_all[::-1]), int(h_fg.sum()), size,
+                    int(h_fg[binary].sum()), int(h_all[binary].sum()))
+
+
+def mae_bytes(bm: ByteMap, h_fg: np.ndarray, h_all: np.ndarray) -> float:
+    """:func:`mae` from the byte histograms."""
+    t = bm.table
+    return float((np.dot(h_all - h_fg, t) + np.dot(h_fg, 1 - t)) / h_all.sum())
 
 
 def map_stats(prob: np.ndarray, gt: np.ndarray) -> MapStats:
@@ -192,6 +257,57 @@ def s_measure(prob: np.ndarray, gt: np.ndarray, alpha: float = 0.5) -> float:
     return float(max(0.0, alpha * obj + (1 - alpha) * region))
 
 
+def _s_object_hist(h: np.ndarray, values: np.ndarray) -> float:
+    """:func:`_s_object` of the pixels counted by histogram ``h`` over ``values``."""
+    n = int(h.sum())
+    mean = float(np.dot(h, values)) / n
+    std = np.sqrt(np.dot(h, (values - mean) ** 2) / (n - 1)) if n > 1 else 0
+    return 2 * mean / (mean ** 2 + 1 + std + EPS)
+
+
+def _ssim_hist(h_fg: np.ndarray, h_all: np.ndarray, values: np.ndarray) -> float:
+    """:func:`_ssim` of a block from its byte histograms (GT pixels, all pixels)."""
+    n = int(h_all.sum())
+    n_fg = int(h_fg.sum())
+    x = float(np.dot(h_all, values)) / n
+    y = n_fg / n
+    dx = values - x
+    sigma_x = np.dot(h_all, dx ** 2) / (n - 1 + EPS)
+    sigma_y = (n_fg * (1 - y) ** 2 + (n - n_fg) * y ** 2) / (n - 1 + EPS)
+    sigma_xy = (np.dot(h_fg, dx) * (1 - y) - np.dot(h_all - h_fg, dx) * y) / (n - 1 + EPS)
+    alpha = 4 * x * y * sigma_xy
+    beta = (x ** 2 + y ** 2) * (sigma_x + sigma_y)
+    if alpha != 0:
+        return alpha / (beta + EPS)
+    return 1.0 if beta == 0 else 0.0
+
+
+def s_measure_bytes(bm: ByteMap, gt: np.ndarray, h_fg: np.ndarray, h_all: np.ndarray,
+                    alpha: float = 0.5) -> float:
+    """:func:`s_measure` of an 8-bit map from byte histograms of the image and of three of its blocks."""
+    t = bm.table
+    size, n_fg = int(h_all.sum()), int(h_fg.sum())
+    if n_fg == 0:
+        return float(1 - np.dot(h_all, t) / size)
+    if n_fg == size:
+        return float(np.dot(h_all, t) / size)
+    y = n_fg / size
+    obj = _s_object_hist(h_fg, t) * y + _s_object_hist(h_all - h_fg, 1 - t) * (1 - y)
+    h, w = gt.shape
+    cy = int(np.round(np.dot(np.count_nonzero(gt, axis=1), np.arange(h)) / n_fg)) + 1
+    cx = int(np.round(np.dot(np.count_nonzero(gt, axis=0), np.arange(w)) / n_fg)) + 1
+    if min(cy, h - cy, cx, w - cx) < 1:
+        return s_measure(bm.values(), gt, alpha)  # an empty block: the float path's conventions
+    blocks = [(slice(None, cy), slice(None, cx)), (slice(None, cy), slice(cx, None)), (slice(cy, None), slice(None, cx))]
+    hists = [byte_histograms(bm.data[b], gt[b]) for b in blocks]
+    hists.append((h_fg - sum(f for f, _ in hists), h_all - sum(a for _, a in hists)))
+    area = h * w
+    w_lt, w_rt, w_lb = cx * cy / area, cy * (w - cx) / area, (h - cy) * cx / area
+    weights = (w_lt, w_rt, w_lb, 1 - w_lt - w_rt - w_lb)
+    region = sum(_ssim_hist(f, a, t) * wt for (f, a), wt in zip(hists, weights))
+    return float(max(0.0, alpha * obj + (1 - alpha) * region))
+
+
 # ---------------------------------------------------------------------------- weighted F-measure
 def _gauss7() -> np.ndarray:
     """MATLAB ``fspecial('gaussian', 7, 5)``."""
@@ -211,24 +327,19 @@ def weighted_f_measure(prob: np.ndarray, gt: np.ndarray, beta2: float = 1.0) -> 
 
     Only G and the pixels within 3 px of it enter E_A at G pixels, so E_t is found for that ring alone by
     scanning the offsets of squared length <= 18 in scipy's feature-transform tie order (distance, then
-    column, then row); the distance for B is an exact full-image transform.
+    column, then row); the distance for B is an exact full-image transform. ``prob`` may be a
+    :class:`ByteMap`.
     """
     if not gt.any():
         return 0.0
-    err = np.abs(prob - gt)
     box = _gt_box(gt, margin=3)
     g_in = gt[box]
-    e_in = err[box]
+    e_in = np.abs((prob.values(box) if isinstance(prob, ByteMap) else prob[box]) - g_in)
     ea = _smoothed_nearest_error(e_in, g_in)
     err_g = e_in[g_in]
     ea_g = ea[g_in]
     min_g = np.where(ea_g < err_g, ea_g, err_g)  # MIN_E_EA inside G
-    weight = _distance_to_fg(gt)
-    np.multiply(weight, np.log(0.5) / 5, out=weight)
-    np.exp(weight, out=weight)
-    np.subtract(2, weight, out=weight)  # B (1 inside G, unused there)
-    np.multiply(weight, err, out=weight)
-    fpw = np.sum(weight, where=~gt)
+    fpw = _weighted_background_error(prob.values() if isinstance(prob, ByteMap) else prob, gt)
     tpw = np.count_nonzero(gt) - np.sum(min_g)
     recall = 1 - np.mean(min_g)
     precision = tpw / (tpw + fpw + EPS)
@@ -241,6 +352,50 @@ def _gt_box(gt: np.ndarray, margin: int) -> tuple[slice, ...]:
     h, w = gt.shape
     return (slice(max(0, rows[0] - margin), min(h, rows[-1] + 1 + margin)),
             slice(max(0, cols[0] - margin), min(w, cols[-1] + 1 + margin)))
+
+
+_LOG_HALF_5 = np.log(0.5) / 5
+_B_TABLE = np.zeros(0)
+_B_TABLE_MAX = 1 << 22  # 32 MB: squared distances of images up to ~1400 x 1400 px
+
+
+def _b_table(size: int) -> np.ndarray:
+    """``B(k) = 2 − exp(ln 0.5 / 5 · √k)`` for integer squared distances k, with ``B(0) = 0`` (inside G,
+    where the false-positive sum skips the pixel). Grown on demand, kept for the next image."""
+    global _B_TABLE
+    if _B_TABLE.size < size:
+        k = np.arange(max(size, min(2 * _B_TABLE.size, _B_TABLE_MAX)), dtype=np.float64)
+        table = np.sqrt(k)
+        np.multiply(table, _LOG_HALF_5, out=table)
+        np.exp(table, out=table)
+        np.subtract(2, table, out=table)
+        table[0] = 0.0
+        _B_TABLE = table
+    return _B_TABLE
+
+
+def _weighted_background_error(prob: np.ndarray, gt: np.ndarray) -> float:
+    """``FP_w = Σ_{¬G} B(d)·|map − G|``: the map's values outside G weighted by ``B`` of their distance to G.
+
+    The squared distances are integers: OpenCV's exact transform (float32) squared and rounded gives them
+    exactly below 2^21, and ``B`` is then read from a table of those integers (the same float64 operations
+    as computing it per pixel); larger distances use scipy's transform.
+    """
+    import cv2
+
+    h, w = gt.shape
+    if h * h + w * w >= (1 << 21) or h * h + w * w >= _B_TABLE_MAX:
+        weight = _distance_to_fg(gt)
+        np.multiply(weight, _LOG_HALF_5, out=weight)
+        np.exp(weight, out=weight)
+        np.subtract(2, weight, out=weight)
+        return float(np.sum(weight * prob, where=~gt))
+    d = cv2.distanceTransform((gt ^ True).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    np.multiply(d, d, out=d)
+    np.add(d, 0.5, out=d)
+    sq = d.astype(np.int32)
+    weight = np.take(_b_table(h * h + w * w + 1), sq)
+    return float(np.dot(weight.ravel(), np.ascontiguousarray(prob, dtype=np.float64).ravel()))
 
 
 def _distance_to_fg(gt: np.ndarray) -> np.ndarray:

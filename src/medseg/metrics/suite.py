@@ -145,16 +145,22 @@ class MetricSuite:
 
     def _binary(self, pred: Any, gt: Any, prob: Any, spacing: Any, case: str) -> CaseResult:
         gt_np = as_binary(gt, "ground truth", case)
-        prob_np = None
+        prob_np: np.ndarray | sal.ByteMap | None = None
         if prob is not None:
-            prob_np = check_prob(_to_numpy(prob), case)
-            check_pair(prob_np, gt_np, case)
+            raw = _to_numpy(prob)
+            # an 8-bit map keeps its bytes: every map metric then works on 256 values (saliency.ByteMap)
+            prob_np = sal.ByteMap(raw) if raw.dtype == np.uint8 else check_prob(raw, case)
+            check_pair(raw, gt_np, case)
         if pred is None:
             if prob_np is None:
                 raise ValueError(f"case '{case}': give a prediction mask or a probability map")
             # IFE's test protocol min-max normalises each map before thresholding (methods.md §2.5)
-            source = sal.normalize_map(prob_np) if self.policy.compat == "ife" else prob_np
-            pred_np = source > self.policy.threshold
+            if isinstance(prob_np, sal.ByteMap):
+                source = prob_np.normalized() if self.policy.compat == "ife" else prob_np
+                pred_np = source.above(self.policy.threshold)
+            else:
+                source = sal.normalize_map(prob_np) if self.policy.compat == "ife" else prob_np
+                pred_np = source > self.policy.threshold
         else:
             pred_np = as_binary(pred, "prediction", case)
         check_pair(pred_np, gt_np, case)
@@ -175,17 +181,19 @@ class MetricSuite:
             values["hce"] = hce_fn(pred_np, gt_np, mode=pol.hce)
         return CaseResult(case, {n: values[n] for n in self.names}, curves)
 
-    def _map_metrics(self, pred: np.ndarray, gt: np.ndarray, prob: np.ndarray | None,
+    def _map_metrics(self, pred: np.ndarray, gt: np.ndarray, prob: np.ndarray | sal.ByteMap | None,
                      curves: dict[str, np.ndarray], case: str) -> dict[str, float]:
         names = self._of("map")
+        need_2d = {"s_measure", "wf_measure"} & set(names)
+        if need_2d and gt.ndim != 2:
+            raise ValueError(f"case '{case}': {sorted(need_2d)} are 2-D metrics, got shape {gt.shape}")
+        if isinstance(prob, sal.ByteMap):
+            return self._byte_map_metrics(names, pred, gt, prob.normalized() if self.policy.minmax else prob, curves)
         out: dict[str, float] = {}
         if prob is None:
             prob = pred.astype(np.float64)
         elif self.policy.minmax:
             prob = sal.normalize_map(prob)
-        need_2d = {"s_measure", "wf_measure"} & set(names)
-        if need_2d and gt.ndim != 2:
-            raise ValueError(f"case '{case}': {sorted(need_2d)} are 2-D metrics, got shape {gt.shape}")
         if "mae" in names:
             out["mae"] = sal.mae_ife(pred, gt) if self.policy.compat == "ife" else sal.mae(prob, gt)
         if "s_measure" in names:
@@ -196,14 +204,35 @@ class MetricSuite:
             out["soft_dice"] = sal.soft_dice(prob, gt)
         curve_names = [n for n in names if n.startswith(("f_measure", "e_measure", "polyp"))]
         if curve_names:
-            st = sal.map_stats(prob, gt)
-            if any(n.startswith("f_measure_") and n != "f_measure_adp" for n in curve_names):
-                curves["f"] = sal.f_measure_curve(st)
-            if any(n.startswith("e_measure_") and n != "e_measure_adp" for n in curve_names):
-                curves["e"] = sal.e_measure_curve(st)
-            for name in curve_names:
-                out[name] = _curve_value(name, st, curves)
+            self._curves(curve_names, sal.map_stats(prob, gt), curves, out)
         return out
+
+    def _byte_map_metrics(self, names: list[str], pred: np.ndarray, gt: np.ndarray, bm: sal.ByteMap,
+                          curves: dict[str, np.ndarray]) -> dict[str, float]:
+        """The map metrics of an 8-bit map from its (byte, GT) histograms (equal to the float path)."""
+        h_fg, h_all = sal.byte_histograms(bm.data, gt)
+        out: dict[str, float] = {}
+        if "mae" in names:
+            out["mae"] = sal.mae_ife(pred, gt) if self.policy.compat == "ife" else sal.mae_bytes(bm, h_fg, h_all)
+        if "s_measure" in names:
+            out["s_measure"] = sal.s_measure_bytes(bm, gt, h_fg, h_all)
+        if "wf_measure" in names:
+            out["wf_measure"] = sal.weighted_f_measure(bm, gt)
+        if "soft_dice" in names:
+            out["soft_dice"] = float((2 * np.dot(h_fg, bm.table) + 1e-5) / (np.dot(h_all, bm.table) + h_fg.sum() + 1e-5))
+        curve_names = [n for n in names if n.startswith(("f_measure", "e_measure", "polyp"))]
+        if curve_names:
+            self._curves(curve_names, sal.map_stats_bytes(bm, h_fg, h_all), curves, out)
+        return out
+
+    @staticmethod
+    def _curves(curve_names: list[str], st: sal.MapStats, curves: dict[str, np.ndarray], out: dict[str, float]) -> None:
+        if any(n.startswith("f_measure_") and n != "f_measure_adp" for n in curve_names):
+            curves["f"] = sal.f_measure_curve(st)
+        if any(n.startswith("e_measure_") and n != "e_measure_adp" for n in curve_names):
+            curves["e"] = sal.e_measure_curve(st)
+        for name in curve_names:
+            out[name] = _curve_value(name, st, curves)
 
     def _multiclass(self, pred: Any, gt: Any, spacing: Any, case: str) -> CaseResult:
         k = self.num_classes
