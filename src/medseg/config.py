@@ -76,6 +76,7 @@ class NiftiConfig(Strict):
     label_file: str | None = None  # case_folders: label file name inside masks/<case>/ (default: the only one)
     slice_eval: Literal["volume", "slices"] = "volume"  # slice_axis set: what val/test items are
     slice_fg_only: bool = False  # slice_axis set: use only slices that contain foreground
+    nonfinite: Literal["error", "replace"] = "error"  # NaN/inf image voxels: refuse, or replace by the channel's finite min (warned per file)
 
 
 class DataConfig(Strict):
@@ -92,7 +93,7 @@ class DataConfig(Strict):
     num_classes: int = Field(1, ge=1)  # 1 = binary (one sigmoid logit); K >= 2 = softmax incl. background
     in_channels: int = Field(3, ge=1)
     mask_mode: Literal["binary", "labels"] = "binary"
-    mask_threshold: float = 127.0
+    mask_threshold: float | None = None  # binary masks: None = 0/1, 0/255 or JPEG-noisy 0/255, else an error; T = value > T
     image_size: list[int] = Field(default_factory=lambda: [64, 64])
     train_sizes: list[int] | None = None  # per-batch random square size (IFE: 224..384 step 32)
     pad_square: bool = False  # 2-D: zero-pad to a centred square before resizing (IFE); meta["pad"]
@@ -173,6 +174,8 @@ class EvalConfig(Strict):
     threshold: float = Field(0.5, ge=0, le=1)
     sliding_window: list[int] | None = None  # 3-D roi size; None = data.nifti.patch_size or image_size
     overlap: float = Field(0.25, ge=0, lt=1)
+    # score BraTS regions WT/TC/ET (DSC, HD95 + metrics) instead of classes: brats | brats2015 (docs/cwcd.md)
+    regions: Literal["brats", "brats2015"] | None = None
 
 
 class RunConfig(Strict):
@@ -273,10 +276,22 @@ def build_config(raw: dict[str, Any]) -> RunConfig:
     return cfg
 
 
-def check_components(cfg: RunConfig) -> None:
-    """Resolve registry names and keyword arguments now, so a typo fails before training starts."""
-    from medseg.models import MODELS  # models/ do not import config-dependent engine code
+# metrics that validation computes (what train.best_metric can select)
+VALIDATION_METRICS = ("dice", "loss")
 
+
+def check_components(cfg: RunConfig) -> None:
+    """Resolve every component the config names (model, loss terms, metrics, mixture members) with its
+    keyword arguments, and the model's dimensionality against the data's, so that a typo or a mismatch
+    fails with a :class:`ConfigError` before anything is written or trained."""
+    _check_model(cfg)
+    _check_loss(cfg)
+    _check_metrics(cfg)
+    _check_data(cfg)
+
+
+def _check_model(cfg: RunConfig) -> None:
+    from medseg.models import MODELS  # models/ do not import config-dependent engine code
     from medseg.registry import RegistryError, check_kwargs
 
     try:
@@ -287,6 +302,123 @@ def check_components(cfg: RunConfig) -> None:
         check_kwargs(factory, cfg.model.kwargs, f"model '{cfg.model.name}'")
     except TypeError as err:
         raise ConfigError(f"config key 'model.kwargs': {err}") from None
+    dims = model_spatial_dims(cfg)
+    if dims is not None and dims != cfg.spatial_dims:
+        raise ConfigError(_dims_message(cfg, dims))
+
+
+def model_kwargs(cfg: RunConfig) -> dict[str, Any]:
+    """``model.kwargs`` with ``in_channels``/``out_channels`` defaulting to the data's, as the trainer builds it."""
+    import inspect
+
+    from medseg.models import MODELS
+
+    kwargs = dict(cfg.model.kwargs)
+    params = inspect.signature(MODELS.get(cfg.model.name)).parameters
+    if "in_channels" in params:
+        kwargs.setdefault("in_channels", cfg.data.in_channels)
+    if "out_channels" in params:
+        kwargs.setdefault("out_channels", cfg.data.num_classes)
+    return kwargs
+
+
+def model_spatial_dims(cfg: RunConfig) -> int | None:
+    """The ``spatial_dims`` of the configured model without building real weights: a class-level value of
+    the factory's return type, else the model built on the ``meta`` device (no memory, no pretrained
+    weights); None when neither tells (the check is then left to the first forward)."""
+    import inspect
+
+    import torch
+
+    from medseg.models import MODELS
+
+    factory = MODELS.get(cfg.model.name)
+    try:
+        returned = inspect.signature(factory, eval_str=True).return_annotation
+    except Exception:  # noqa: BLE001 - unresolvable annotation: fall through to the meta build
+        returned = None
+    for owner in (factory, returned):
+        dims = getattr(owner, "spatial_dims", None) if isinstance(owner, type) else None
+        if isinstance(dims, int):
+            return dims
+    if cfg.model.kwargs.get("pretrained"):
+        return None  # building would read the weights
+    try:
+        with torch.device("meta"):
+            model = factory(**model_kwargs(cfg))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config key 'model.kwargs': model '{cfg.model.name}' cannot be built with "
+                          f"{cfg.model.kwargs}: {err}") from None
+    except Exception:  # noqa: BLE001 - an op without a meta kernel: not a config problem
+        return None
+    dims = getattr(model, "spatial_dims", None)
+    return dims if isinstance(dims, int) else None
+
+
+def _dims_message(cfg: RunConfig, model_dims: int) -> str:
+    data = f"data.kind '{cfg.data.kind}'"
+    if cfg.spatial_dims == 3:
+        return (f"model '{cfg.model.name}' is {model_dims}-D but {data} gives 3-D volumes (image_size "
+                f"{cfg.data.image_size}, no data.nifti.slice_axis): use a 3-D model (model.name: unet3d, or "
+                "nnunet with a 3-entry model.kwargs.patch_size), or set data.nifti.slice_axis: 0, 1 or 2 to "
+                "train the 2-D model on slices")
+    return (f"model '{cfg.model.name}' is {model_dims}-D but {data} gives 2-D images"
+            + (" (slices along data.nifti.slice_axis)" if cfg.data.kind in ("nifti", "synthetic3d") else "")
+            + ": use a 2-D model (e.g. model.name: unet, or nnunet with a 2-entry model.kwargs.patch_size)"
+            + (", or unset data.nifti.slice_axis to train on whole volumes"
+               if cfg.data.kind in ("nifti", "synthetic3d") else ""))
+
+
+def _check_loss(cfg: RunConfig) -> None:
+    from medseg.losses import create_loss
+    from medseg.registry import RegistryError
+
+    terms: list[tuple[str, Any]] = []  # each weighted term on its own first, so the error names it
+    for i, item in enumerate(cfg.loss if isinstance(cfg.loss, list) else []):
+        item = {"name": item} if isinstance(item, str) else item
+        if isinstance(item, dict) and "name" in item:
+            terms.append((f"loss[{i}]", {"name": item["name"], "kwargs": item.get("kwargs") or {}}))
+    for key, spec in [*terms, ("loss", cfg.loss)]:
+        try:
+            create_loss(spec, num_classes=cfg.data.num_classes)
+        except (RegistryError, TypeError, ValueError) as err:
+            raise ConfigError(f"config key '{key}': {err}") from None
+
+
+def _check_metrics(cfg: RunConfig) -> None:
+    from medseg.metrics import resolve_names
+
+    try:
+        resolve_names(cfg.eval.metrics)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"config key 'eval.metrics': {err}") from None
+    if cfg.train.best_metric not in VALIDATION_METRICS:
+        raise ConfigError(f"config key 'train.best_metric': '{cfg.train.best_metric}' is not computed in "
+                          f"validation; choose one of {', '.join(VALIDATION_METRICS)}")
+
+
+def _check_data(cfg: RunConfig) -> None:
+    data = cfg.data
+    if data.kind != "mixture":
+        if data.datasets:
+            raise ConfigError(f"config key 'data.datasets' is only used with data.kind: mixture "
+                              f"(data.kind is '{data.kind}')")
+        return
+    from medseg.data.mixture import member_config
+
+    if not data.datasets:
+        raise ConfigError("config key 'data.datasets': data.kind is 'mixture' but no member datasets are listed")
+    if data.num_classes != 1:
+        raise ConfigError(f"config key 'data.num_classes': a mixture dataset is binary; set 1 "
+                          f"(got {data.num_classes})")
+    if len(data.image_size) != 2:
+        raise ConfigError(f"config key 'data.image_size': a mixture dataset is 2-D; give 2 entries "
+                          f"(got {data.image_size})")
+    for i, entry in enumerate(data.datasets):
+        try:
+            member_config(data, entry, i)
+        except (UserError, ValueError) as err:
+            raise ConfigError(f"config key 'data.datasets[{i}]': {err}") from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

@@ -15,9 +15,12 @@ import difflib
 import inspect
 from typing import Any, Callable, Iterator
 
+from medseg.errors import UserError
 
-class RegistryError(KeyError):
-    """Unknown name in a registry; the message lists the valid names and the nearest one."""
+
+class RegistryError(UserError, KeyError):
+    """Unknown name in a registry; the message lists the valid names and the nearest one (a user error:
+    the CLI prints it as one line)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0]) if self.args else ""
@@ -82,7 +85,8 @@ class Registry:
 def unknown_name_message(kind: str, name: str, valid: list[str]) -> str:
     near = difflib.get_close_matches(name, valid, n=1)
     hint = f" Did you mean '{near[0]}'?" if near else ""
-    return f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid)}"
+    plural = f"{kind}es" if kind.endswith("s") else f"{kind}s"
+    return f"unknown {kind} '{name}'.{hint} Valid {plural}: {', '.join(valid)}"
 
 
 def check_kwargs(factory: Callable[..., Any], kwargs: dict[str, Any], what: str) -> None:

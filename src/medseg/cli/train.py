@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "train", "Train a model from a YAML config (validated before anything runs).",
                     "medseg train recipes/demo.yaml --set train.epochs=5 --set optim.lr=3e-4\n"
                     "  medseg train --resume runs/demo            # continue an interrupted run\n"
+                    "  medseg train --resume runs/demo --from epoch_010   # continue from an earlier checkpoint\n"
                     "  medseg train cfg.yaml --nproc 2            # DDP via torchrun (gloo on CPU, NCCL on CUDA)\n"
                     "  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 -m medseg train cfg.yaml")
     p.add_argument("config", nargs="?", help="YAML config (optional with --resume: the run's own config)")
@@ -21,6 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config key, e.g. --set train.epochs=20 (repeatable)")
     p.add_argument("--output", help="run folder (default: output_dir/name from the config)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt")
+    p.add_argument("--from", dest="resume_from", metavar="CHECKPOINT",
+                   help="with --resume: continue from another checkpoint of the run, 'best' or 'epoch_NNN' "
+                        "(checkpoints/epoch_NNN.pt); the later checkpoints are moved to "
+                        "checkpoints/superseded-<time>/, not deleted")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="with --resume: load a checkpoint that holds pickled Python objects (this can run code "
+                        "from the file; only for checkpoints you wrote yourself). By default checkpoints are "
+                        "loaded with torch.load(weights_only=True)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in the folder")
     p.add_argument("--force", action="store_true", help="resume even if the config changed (differences printed)")
     p.add_argument("--nproc", type=int, default=None, help="launch N processes with torchrun (DDP)")
@@ -63,6 +72,10 @@ def run_train(args: argparse.Namespace) -> int:
         return launch_torchrun(args, sys.argv[1:])
     config = args.config
     run_dir = Path(args.output) if args.output else None
+    if args.resume_from and not args.resume:
+        from medseg.config import ConfigError
+
+        raise ConfigError(f"--from {args.resume_from} needs --resume RUN_DIR (the run whose checkpoint to use)")
     if args.resume:
         run_dir = Path(args.resume)
         if config is None:
@@ -80,7 +93,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.encoder_lr is not None:
         overrides.append(f"optim.encoder_lr={args.encoder_lr}")
     cfg = load_config(config, overrides)
-    result = train_run(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite, force=args.force)
+    result = train_run(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite, force=args.force,
+                       resume_from=args.resume_from, trust=args.trust_checkpoint)
     if int(__import__("os").environ.get("RANK", 0)) == 0:
         print(json.dumps(result, indent=2))
     return 0 if result["status"] in ("finished", "paused") else 3

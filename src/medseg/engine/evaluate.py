@@ -30,7 +30,7 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
 
 def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = "best",
                  metrics: Sequence[str] | None = None, save_predictions: bool = True,
-                 output: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+                 output: str | Path | None = None, progress: bool = True, trust: bool = False) -> dict[str, Any]:
     """Predict every case of ``split`` with the run's checkpoint and score it at original size.
 
     Writes ``metrics/<split>_per_case.csv`` and ``metrics/<split>_summary.json`` (and ``per_case.csv``
@@ -38,17 +38,23 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
     """
     from medseg.data import build_dataset
     from medseg.data.io import write_prediction
+    from medseg.data.loader import require_cases
     from medseg.metrics import MetricSuite
 
     run_dir = Path(run_dir)
     path = resolve_checkpoint(run_dir, checkpoint)
-    model, cfg = model_from_checkpoint(path)
+    model, cfg = model_from_checkpoint(path, trust=trust)  # trust: --trust-checkpoint
     rt = make_runtime(cfg.train, 2)
     model = model.to(rt.device)
     out_dir = Path(output) if output else (run_dir if run_dir.is_dir() else path.parent.parent)
     metrics = list(metrics or cfg.eval.metrics)
-    dataset = build_dataset(cfg.data, split)
-    suite = MetricSuite(metrics, num_classes=cfg.data.num_classes)
+    dataset = require_cases(build_dataset(cfg.data, split), split, cfg.data)  # never an empty table
+    if cfg.eval.regions:  # BraTS WT/TC/ET from the label maps (medseg.metrics.regions)
+        from medseg.metrics.regions import RegionSuite
+
+        suite = RegionSuite(cfg.eval.regions, metrics)
+    else:
+        suite = MetricSuite(metrics, num_classes=cfg.data.num_classes)
     results = []
     rows: list[dict[str, Any]] = []
     pred_dir = out_dir / "predictions" / split
@@ -79,6 +85,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
     aggregated = suite.summarize(results)
     summary = {"split": split, "checkpoint": str(path), "cases": len(rows), "metrics": aggregated["metrics"],
                "policy": aggregated.get("policy", "per case, then mean over cases (metrics-policy.md)")}
+    summary.update({k: aggregated[k] for k in ("regions", "region_notes") if k in aggregated})  # eval.regions
     if len({r["dataset"] for r in rows}) > 1:
         summary["per_dataset"] = {
             name: suite.summarize([res for res, row in zip(results, rows) if row["dataset"] == name])["metrics"]

@@ -3,11 +3,14 @@
 ``train_run(cfg)`` trains one run folder (``ARCHITECTURE.md``). A checkpoint holds model, optimiser,
 scheduler, AMP scaler, epoch/step, the RNG states, the validated config and the best-metric tracker.
 Each epoch's data order and augmentation are a pure function of ``(seed, epoch)``, so a run resumed
-from an epoch-boundary checkpoint ends with the same weights as an uninterrupted one (deterministic
-mode, single process).
+from a checkpoint ends with the same weights as an uninterrupted one (deterministic mode), whether the
+checkpoint was written at an epoch boundary or mid-epoch by SIGINT/SIGTERM: a resumed epoch skips the
+batches already trained on without loading them, and the RNG states (dropout, random losses, anything
+drawn from the global generators) are restored right before the next batch.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import math
@@ -79,31 +82,57 @@ def load_model_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], so
     unwrap(model).load_state_dict(state_dict)
 
 
-def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
-    """Rebuild a model from a checkpoint alone (its config is inside)."""
-    state = ckpt.load_checkpoint(path)
-    cfg = build_config(state["config"])
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
+                          trust: bool = False) -> tuple[nn.Module, RunConfig]:
+    """Rebuild a model from a checkpoint alone (its config is inside); ``trust=True`` lets the checkpoint
+    hold pickled Python objects (it may then run code: only for files you wrote yourself)."""
+    state = ckpt.load_checkpoint(path, trust=trust)
+    cfg = config_of_checkpoint(state, path)
     model = build_model(cfg)
     load_model_weights(model, state["model"], str(path))
     return model.to(device).eval(), cfg
 
 
 # ------------------------------------------------------------------------------ run folder
+def config_of_checkpoint(state: dict[str, Any], path: str | Path) -> RunConfig:
+    """The validated config stored in a checkpoint; a missing or no longer valid one is a CheckpointError."""
+    raw = ckpt.checkpoint_config(state, path)
+    try:
+        return build_config(raw)
+    except ConfigError as err:
+        raise CheckpointError(f"the config saved in {path} does not validate with this medseg version: {err}") from None
+
+
 def prepare_run_dir(run_dir: Path, cfg: RunConfig, *, resume: bool, overwrite: bool, force: bool,
-                    is_main: bool) -> dict[str, Any] | None:
-    """Create or check the run folder; on resume return the checkpoint state to continue from."""
-    has_run = (run_dir / "config.yaml").is_file() or (run_dir / "checkpoints").is_dir()
+                    is_main: bool, resume_from: str | None = None, trust: bool = False) -> dict[str, Any] | None:
+    """Create or check the run folder; on resume return the checkpoint state to continue from.
+
+    A folder holds a run once it has a checkpoint: a folder that a failed start left with only
+    ``config.yaml``/logs is reused by the next start (saying so) and cannot be resumed. ``resume_from``
+    (``best``, ``epoch_NNN``) continues from another checkpoint than ``last.pt`` (:func:`ckpt.branch_from`).
+    """
+    ckpt_dir = run_dir / "checkpoints"
+    has_run = bool(ckpt.checkpoint_files(ckpt_dir))
     if resume:
         if not has_run:
+            if (run_dir / "config.yaml").is_file():
+                raise CheckpointError(f"--resume: {run_dir} has no checkpoint (the start that wrote its config.yaml "
+                                      "stopped before saving one); start it again without --resume, e.g. "
+                                      f"medseg train CONFIG --output {run_dir}")
             raise CheckpointError(f"--resume: {run_dir} holds no run (no config.yaml or checkpoints/)")
-        last = run_dir / "checkpoints" / "last.pt"
-        state = ckpt.load_checkpoint(last)
-        diff = config_diff(state["config"], cfg.model_dump(mode="json"))
+        source = ckpt.run_checkpoint(run_dir, resume_from)
+        state = ckpt.load_checkpoint(source, trust=trust)
+        diff = config_diff(ckpt.checkpoint_config(state, source), cfg.model_dump(mode="json"))
         if diff and not force:
             raise ConfigError("the config differs from the run being resumed:\n  " + "\n  ".join(diff)
                               + "\nresume with the run's own config, or pass --force to accept the changes")
         if diff and is_main:
             print("resuming with a changed config (--force):\n  " + "\n  ".join(diff))
+        if resume_from is not None and is_main:
+            moved, dest = ckpt.branch_from(source, state)
+            print(f"resuming from {source} (epoch {state.get('epoch')}, step {state.get('step_in_epoch', 0)})"
+                  + (f"; the later checkpoints {', '.join(p.name for p in moved)} were moved to {dest}"
+                     if moved else ""))
         return state
     if has_run and not overwrite:
         raise ConfigError(f"{run_dir} already holds a run; use --resume to continue it or --overwrite to "
@@ -111,6 +140,10 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig, *, resume: bool, overwrite: b
     if has_run and overwrite and is_main:
         for sub in ("checkpoints", "logs", "predictions", "metrics"):
             shutil.rmtree(run_dir / sub, ignore_errors=True)
+    elif is_main and ((run_dir / "config.yaml").is_file() or (run_dir / "logs").is_dir()):
+        print(f"note: {run_dir} holds no checkpoint (an earlier start stopped before saving one); "
+              "starting the run there afresh")
+        shutil.rmtree(run_dir / "logs", ignore_errors=True)
     return None
 
 
@@ -132,7 +165,7 @@ class StopFlag:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
-        print(f"\n{self.requested} received: saving a checkpoint at the next step boundary "
+        print(f"\n{self.requested} received: saving a checkpoint after the next optimiser step "
               "(Ctrl-C again to abort without saving)", flush=True)
 
     def __exit__(self, *exc: Any) -> None:
@@ -168,14 +201,19 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best = {"metric": cfg.train.best_metric, "mode": cfg.train.best_mode, "value": None, "epoch": None}
+        self._rng_to_restore: dict[str, Any] | None = None  # set by _restore, applied before the next batch
+        self._partial: dict[str, Any] | None = None  # the interrupted epoch's loss sums (mid-epoch checkpoint)
         if state is not None:
             self._restore(state)
         self.logger = RunLogger(run_dir / "logs", enabled=rt.is_main, tensorboard=cfg.train.tensorboard)
         if state is not None:
             self.logger.resume(self.epoch, self.global_step)
+            if rt.is_main:
+                remove_partial_writes(self.ckpt_dir)
 
     # ---------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, rng_ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The checkpoint; ``rng_ranks``: every rank's RNG states (DDP, from :meth:`_rng_of_ranks`)."""
         return {
             "format": "medseg-checkpoint-1",
             "model_name": self.cfg.model.name,
@@ -187,6 +225,8 @@ class Trainer:
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
             "rng": rng_state(),
+            "rng_ranks": rng_ranks,
+            "epoch_partial": self._partial,
             "config": self.cfg.model_dump(mode="json"),
             "best": dict(self.best),
         }
@@ -202,13 +242,27 @@ class Trainer:
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step = state["global_step"]
         self.best = state["best"]
-        self._rng_to_restore = state["rng"]
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        same_world = isinstance(ranks, list) and len(ranks) == self.rt.world_size
+        # each DDP rank continues from its own generators (validation shards, per-rank batch sizes and
+        # anything else rank-dependent make them differ); another world size gets rank 0's
+        self._rng_to_restore = ranks[self.rt.rank] if same_world else state["rng"]
+        self._partial = state.get("epoch_partial")
+
+    def _rng_of_ranks(self) -> list[dict[str, Any]] | None:
+        """Every rank's RNG states, gathered on all ranks (a collective: every rank calls it), or None."""
+        if not self.rt.distributed:
+            return None
+        gathered: list[Any] = [None] * self.rt.world_size
+        dist.all_gather_object(gathered, rng_state())
+        return gathered
 
     def save(self, tag: str | None = None, best: bool = False) -> None:
+        """Write the checkpoint(s) from rank 0; every rank calls it (the RNG states are gathered)."""
+        rng_ranks = self._rng_of_ranks()
         if not self.rt.is_main:
             return
-        state = self.state_dict()
+        state = self.state_dict(rng_ranks)
         ckpt.save_checkpoint(state, self.ckpt_dir / "last.pt")
         if tag:
             ckpt.save_checkpoint(state, self.ckpt_dir / f"{tag}.pt")
@@ -219,10 +273,12 @@ class Trainer:
     # ---------------------------------------------------------------- loop
     def fit(self) -> dict[str, Any]:
         from medseg.data import build_loader
+        from medseg.data.loader import cached_dataset, require_cases
 
         cfg, rt = self.cfg, self.rt
         sampler = None
         probe = build_loader(cfg.data, "train", seed=cfg.train.seed, epoch=0)
+        require_cases(cached_dataset(cfg.data, "val"), "val", cfg.data)  # no val split = no best.pt: stop now
         if rt.distributed:
             from torch.utils.data.distributed import DistributedSampler
 
@@ -269,18 +325,29 @@ class Trainer:
                         desc="train", unit="step", leave=True)
 
     def _train_epoch(self, loader, steps: int, bar, stop: StopFlag) -> bool:
+        """Train one epoch, or its rest after a mid-epoch checkpoint; True when a signal stopped it.
+
+        Resumed, the epoch's batches after ``step_in_epoch`` come from the same data order (the done ones
+        are never loaded, :func:`skip_batches`), the checkpoint's RNG states are restored right before the
+        next batch, and the loss averages continue from the saved sums. A signal stops the epoch only after
+        an optimiser step, never inside a gradient-accumulation window (a checkpoint holds no gradients).
+        """
         cfg, rt = self.cfg, self.rt
         self.model.train()
         skip = self.step_in_epoch
-        sums: dict[str, float] = {}
-        count, t0, images_seen = 0, time.perf_counter(), 0
-        for step, batch in enumerate(loader):
+        done = (self._partial or {}) if skip else {}
+        self._partial = None
+        sums: dict[str, float] = dict(done.get("sums", {}))
+        count, images_seen = int(done.get("count", 0)), int(done.get("images", 0))
+        t0 = time.perf_counter() - float(done.get("time_s", 0.0))
+        batches = iter(skip_batches(loader, skip))
+        if self._rng_to_restore is not None:  # resumed: the generators exactly as the checkpoint left them
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+        for step, batch in enumerate(batches, start=skip):
             if step >= steps:
                 break
-            if step < skip:  # mid-epoch resume: replay the data order, then restore the RNG
-                if step == skip - 1:
-                    set_rng_state(self._rng_to_restore)
-                continue
+            update = (step + 1) % cfg.train.accumulate == 0 or step + 1 == steps
             terms = self._train_step(batch, step, last=(step + 1 == steps))
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -297,7 +364,9 @@ class Trainer:
                                   "lr": self.optimizer.param_groups[0]["lr"],
                                   "images_per_s": images_seen * rt.world_size / max(elapsed, 1e-9),
                                   "memory_mb": memory_mb(rt.device)})
-            if self._stop_everywhere(stop):
+            if update and self._stop_everywhere(stop):
+                self._partial = {"sums": sums, "count": count, "images": images_seen,
+                                 "time_s": time.perf_counter() - t0}
                 return True
         self._epoch_train = {k: v / max(count, 1) for k, v in sums.items()}
         self._epoch_time = time.perf_counter() - t0
@@ -386,6 +455,39 @@ class Trainer:
         return better
 
 
+def remove_partial_writes(folder: Path) -> None:
+    """Delete the temporary files (``.NAME.XXXX.tmp``) that a process killed while writing a checkpoint left
+    in ``folder``: never valid checkpoints, each as large as one."""
+    for tmp in folder.glob(".*.pt.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+class _SkipBatches(torch.utils.data.Sampler):
+    """A batch sampler without its first ``n`` batches (only their indices are drawn, nothing is loaded)."""
+
+    def __init__(self, batches: torch.utils.data.Sampler, n: int) -> None:
+        self.batches, self.n = batches, n
+
+    def __iter__(self):
+        return itertools.islice(iter(self.batches), self.n, None)
+
+    def __len__(self) -> int:
+        return max(len(self.batches) - self.n, 0)
+
+
+def skip_batches(loader: torch.utils.data.DataLoader, n: int) -> torch.utils.data.DataLoader:
+    """``loader`` without its first ``n`` batches: the same keys (order, augmentation and per-batch size
+    seeds) for the batches after them, and the skipped ones are never read or augmented."""
+    if n == 0:
+        return loader
+    return torch.utils.data.DataLoader(
+        loader.dataset, batch_sampler=_SkipBatches(loader.batch_sampler, n), num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator, prefetch_factor=loader.prefetch_factor,
+        persistent_workers=loader.persistent_workers)
+
+
 # ------------------------------------------------------------------------------- validation
 def validation_loss(loss_fn: nn.Module, logits: torch.Tensor, batch: dict[str, Any], num_classes: int) -> float:
     """The training loss on the main output; NaN for losses that need auxiliary outputs (deep supervision,
@@ -452,14 +554,19 @@ def validate(model: nn.Module, cfg: RunConfig, rt: Runtime, loss_fn: nn.Module |
 
 # ------------------------------------------------------------------------------------ entry
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False,
-              overwrite: bool = False, force: bool = False) -> dict[str, Any]:
-    """Train the run described by ``cfg`` into ``run_dir`` (default ``output_dir/name``)."""
+              overwrite: bool = False, force: bool = False, resume_from: str | None = None,
+              trust: bool = False) -> dict[str, Any]:
+    """Train the run described by ``cfg`` into ``run_dir`` (default ``output_dir/name``).
+
+    ``resume`` continues from ``checkpoints/last.pt`` (or ``resume_from``: ``best``, ``epoch_NNN``);
+    ``trust`` loads a checkpoint that holds pickled Python objects (see :func:`ckpt.load_checkpoint`).
+    """
     rt = make_runtime(cfg.train, 2)
     init_distributed(rt)
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.name
     try:
         state = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite, force=force,
-                                is_main=rt.is_main)
+                                is_main=rt.is_main, resume_from=resume_from, trust=trust)
         if rt.distributed:
             dist.barrier()  # every rank has checked the folder before rank 0 writes into it
         if rt.is_main:
