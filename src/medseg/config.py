@@ -77,6 +77,7 @@ class NiftiConfig(Strict):
     slice_eval: Literal["volume", "slices"] = "volume"  # slice_axis set: what val/test items are
     slice_fg_only: bool = False  # slice_axis set: use only slices that contain foreground
     nonfinite: Literal["error", "replace"] = "error"  # NaN/inf image voxels: refuse, or replace by the channel's finite min (warned per file)
+    ct_scale: Literal["zscore", "window01"] = "zscore"  # CT after clipping: z-score, or (x - low) / (high - low) in [0, 1] (MLL/RSTN; needs window)
 
 
 class DataConfig(Strict):

@@ -169,3 +169,34 @@ def test_bad_arguments_are_named(bad: dict, match: str) -> None:
     args.update(bad)
     with pytest.raises(ValueError, match=match):
         sliding_window_inference(**args)
+
+
+def test_engine_uses_the_fixed_window_of_a_fixed_size_model() -> None:
+    """``engine.infer.sliding_window_logits``: a model with ``fixed_input_size`` (UNETR) only ever sees
+    that size, whatever window the config asks for; the result equals MONAI's with that window."""
+    from monai.inferers import sliding_window_inference as monai_sw
+
+    from medseg.config import TrainConfig
+    from medseg.engine.infer import sliding_window_logits
+    from medseg.engine.runtime import make_runtime
+
+    class Fixed(nn.Module):
+        spatial_dims, input_divisor, fixed_input_size = 3, 8, (8, 8, 8)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = small_net(1, 2)
+            self.seen: set[tuple[int, ...]] = set()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.add(tuple(x.shape[2:]))
+            return self.net(x)
+
+    model = Fixed()
+    rt = make_runtime(TrainConfig(device="cpu", amp="off"), 3)
+    x = torch.randn(1, 1, 16, 16, 24)
+    out = sliding_window_logits(model, x, [16, 16, 16], 0.25, rt)
+    assert model.seen == {(8, 8, 8)}
+    with torch.no_grad():
+        ref = monai_sw(x, (8, 8, 8), 2, model.net, overlap=0.25, mode="gaussian")
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "pixels). Default: GT must be 0/1, 0/255 or 0/255 with JPEG-like noise, else an error")
     p.add_argument("--pred-suffix", default="", help="cut from prediction names before pairing (e.g. _pred)")
     p.add_argument("--gt-suffix", default="", help="cut from GT names before pairing (e.g. _mask)")
+    p.add_argument("--regions", choices=["brats", "brats2015"], default=None,
+                   help="score BraTS regions WT/TC/ET of label maps (DSC, HD95 + --metrics) instead of classes: "
+                        "brats = labels 0/1/2/4 (ET 4, or 3 once remapped), brats2015 = labels 0-4, 3 = "
+                        "non-enhancing tumour (docs/cwcd.md)")
     p.add_argument("--list", action="store_true", help="list the metrics and sets, then exit")
     p.set_defaults(func=run_metrics)
 
@@ -56,6 +60,7 @@ def run_metrics(args: argparse.Namespace) -> int:
     from medseg.errors import UserError
     from medseg.metrics import METRIC_SETS, list_metrics
     from medseg.metrics.folder import SpacingWarning, evaluate_folder, format_summary
+    from medseg.metrics.regions import RegionWarning
 
     if args.list:
         for name, doc in list_metrics().items():
@@ -68,12 +73,14 @@ def run_metrics(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SpacingWarning)  # printed below from the summary instead
+            warnings.simplefilter("ignore", RegionWarning)  # --regions notes: printed below as well
             result = evaluate_folder(args.pred, args.gt, args.metrics, num_classes=args.num_classes,
                                      spacing=args.spacing, workers=args.workers, output=args.output,
                                      pred_suffix=args.pred_suffix, gt_suffix=args.gt_suffix,
                                      gt_threshold=args.gt_threshold, empty=args.empty, compat=args.compat,
                                      hd95_mode=args.hd95_mode, assd_mode=args.assd_mode,
-                                     nsd_tolerance=args.nsd_tolerance, threshold=args.threshold)
+                                     nsd_tolerance=args.nsd_tolerance, threshold=args.threshold,
+                                     regions=args.regions)
     except (ValueError, TypeError) as err:
         if isinstance(err, UserError):
             raise

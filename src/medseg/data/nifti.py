@@ -188,13 +188,18 @@ def normalize_volume(image: np.ndarray, cfg: NiftiConfig, sources: Sequence[str]
     Non-finite voxels are first refused or replaced per ``cfg.nonfinite`` (:func:`replace_nonfinite`;
     ``sources[c]`` names channel ``c``'s file in the message). Then:
 
-    - ``CT``: clip to ``window`` (HU, when given), then z-score ``(x - mean) / std`` over the volume;
+    - ``CT``: clip to ``window`` (HU, when given), then z-score ``(x - mean) / std`` over the volume, or with
+      ``ct_scale="window01"`` scale the window to [0, 1] (``(x - low) / (high - low)``, no mean subtraction);
     - ``MRI``: per channel, z-score using the mean/std of the non-zero voxels; zero voxels stay 0
       (background outside the head after skull stripping);
     - ``none``: unchanged.
     """
     image = replace_nonfinite(image.astype(np.float32, copy=False), cfg.nonfinite, sources)
     if cfg.modality == "CT":
+        if cfg.ct_scale == "window01":  # RSTN / MLL: clip, then scale the window to [0, 1]
+            if cfg.window is None:
+                raise DataError("data.nifti.ct_scale=window01 needs data.nifti.window, e.g. [-100, 240]")
+            return ((np.clip(image, *cfg.window) - cfg.window[0]) / (cfg.window[1] - cfg.window[0])).astype(np.float32)
         if cfg.window is not None:
             image = np.clip(image, cfg.window[0], cfg.window[1])
         return ((image - image.mean()) / max(float(image.std()), 1e-6)).astype(np.float32)

@@ -42,18 +42,21 @@ def forward_logits(model: nn.Module, images: torch.Tensor, rt: Runtime) -> torch
 
 def sliding_window_logits(model: nn.Module, volume: torch.Tensor, roi_size: Sequence[int], overlap: float,
                           rt: Runtime, sw_batch_size: int = 2) -> torch.Tensor:
-    """MONAI's sliding-window inference (Gaussian blending) for a ``B x C x D x H x W`` volume."""
-    from monai.inferers import sliding_window_inference
+    """Sliding-window inference (MONAI's Gaussian blending, slab-bounded aggregation:
+    :mod:`medseg.engine.sliding_window`) for a ``B x C x D x H x W`` volume; a model with a
+    ``fixed_input_size`` (UNETR) gets exactly that window."""
+    from medseg.engine.sliding_window import sliding_window_inference
 
     divisor = int(getattr(model, "input_divisor", 1))
     roi = [max(divisor, (min(r, s) // divisor) * divisor) for r, s in zip(roi_size, volume.shape[2:])]
+    roi = list(getattr(model, "fixed_input_size", None) or roi)
     x, crop = pad_to_multiple(volume.to(rt.device), divisor)
 
     def predictor(patch: torch.Tensor) -> torch.Tensor:
         with rt.autocast():
             return main_output(model(patch)).float()
 
-    out = sliding_window_inference(x, roi, sw_batch_size, predictor, overlap=overlap, mode="gaussian")
+    out = sliding_window_inference(x, predictor, roi, overlap, sw_batch_size)
     return out[crop]
 
 

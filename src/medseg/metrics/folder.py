@@ -21,6 +21,7 @@ import numpy as np
 
 from medseg.errors import DataError
 from medseg.metrics.io import as_ground_truth, as_prediction, list_cases, read_array
+from medseg.metrics.regions import RegionSuite, RegionWarning
 from medseg.metrics.suite import CaseResult, MetricSuite
 
 
@@ -104,7 +105,7 @@ def _fmt(spacing: Sequence[float]) -> str:
 def evaluate_folder(pred_dir: str | Path, gt_dir: str | Path, metrics: str | Iterable[str] = ("dice",),
                     num_classes: int = 1, spacing: Sequence[float] | None = None, workers: int | None = None,
                     output: str | Path | None = None, pred_suffix: str = "", gt_suffix: str = "",
-                    gt_threshold: float | None = None, **options: Any) -> FolderResult:
+                    gt_threshold: float | None = None, regions: str | None = None, **options: Any) -> FolderResult:
     """Score every prediction in ``pred_dir`` against the same-named GT in ``gt_dir``.
 
     Args:
@@ -113,12 +114,17 @@ def evaluate_folder(pred_dir: str | Path, gt_dir: str | Path, metrics: str | Ite
         workers: processes (None: ``min(8, cpu_count)``; 0 or 1: in this process).
         output: per-case CSV path; the JSON summary goes beside it (``.json``).
         gt_threshold: binary GT: foreground where value > T (default: the rule of :mod:`medseg.masks`).
+        regions: score region masks of label maps instead (``"brats"``, ``"brats2015"``: WT/TC/ET DSC and
+            HD95 plus ``metrics``; see :mod:`medseg.metrics.regions`); ``num_classes`` is then ignored.
         options: :class:`~medseg.metrics.Policy` fields (``empty``, ``compat``, ``hd95_mode`` ...).
     """
     if gt_threshold is not None and num_classes > 1:
         raise DataError(f"--gt-threshold binarises a binary task's GT; it does not apply with "
                         f"--num-classes {num_classes} (label maps are read as labels)")
-    suite = MetricSuite(metrics, num_classes=num_classes, **options)
+    if regions is not None:
+        suite = RegionSuite(regions, metrics, **options)
+    else:
+        suite = MetricSuite(metrics, num_classes=num_classes, **options)
     pairs = pair_cases(Path(pred_dir), Path(gt_dir), pred_suffix, gt_suffix)
     jobs: list[Job] = [(case, p, g, suite, spacing, gt_threshold) for case, p, g in pairs]
     n_workers = min(8, os.cpu_count() or 1) if workers is None else workers
@@ -138,6 +144,9 @@ def evaluate_folder(pred_dir: str | Path, gt_dir: str | Path, metrics: str | Ite
                         + (f"\n  ... (+{len(errors) - 20} more)" if len(errors) > 20 else ""))
     results = [o for o in outcomes if isinstance(o, CaseResult)]
     summary = suite.summarize(results)
+    for note in summary.pop("region_notes", []):  # --regions: a GT without enhancing tumour, per case
+        warnings.warn(note, RegionWarning, stacklevel=2)
+        notes.append(note)
     summary.update({"metrics_requested": suite.names, "num_classes": num_classes, "pred_dir": str(pred_dir),
                     "gt_dir": str(gt_dir), "spacing": list(spacing) if spacing is not None else
                     "NIfTI header (volumes) / pixels (2-D images)", "gt_threshold": gt_threshold,
