@@ -1,6 +1,6 @@
 """DeepLabV3+ (Chen et al., ECCV 2018) with a ResNet-101 encoder, as the IFE paper uses it.
 
-Follows jfzhang95/pytorch-deeplab-xception (``../shared/spec/methods.md`` §1.4): ResNet-101 at output
+Follows jfzhang95/pytorch-deeplab-xception (``docs/ife.md``, section Networks): ResNet-101 at output
 stride 16 (layer4 undilated stride, multi-grid dilations ``2 x (1, 2, 4)``), ASPP (rates 6/12/18 + image
 pooling -> 256 ch, Dropout 0.5); decoder: layer1 (256 ch, stride 4) -> 1x1 to 48 -> BN -> ReLU; ASPP output
 upsampled bilinearly (align_corners=True) to stride 4, concatenated, then

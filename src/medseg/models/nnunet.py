@@ -15,7 +15,7 @@ stages, highest first, upsampled to the input size]}`` (nnU-Net weights them ``1
 ``deep_supervision_weights``; the lowest-resolution decoder output is dropped, as nnU-Net gives it weight 0);
 in eval mode it returns the logits only.
 
-IFE (``../shared/spec/methods.md`` §2.4, §2.8.9): ``ife="curvature"|"entropy"`` on the skips of encoder stages
+IFE (``docs/ife.md``, section Networks): ``ife="curvature"|"entropy"`` on the skips of encoder stages
 ``ife_stages=(2, 3)`` (the full-resolution stage is 1) with ``ife_ratio=(0.75, 0.5)``; the first conv of the
 matching decoder stage takes ``C + floor(r C)`` skip channels plus the ``C`` upsampled ones.
 """

@@ -1,7 +1,7 @@
 """SINet-V2 (Fan et al., "Concealed Object Detection", TPAMI 2022) as the IFE paper uses it.
 
-Res2Net-50-v1b encoder (timm ``res2net50d``, see :mod:`medseg.modules.encoders`); ``../shared/spec/methods.md``
-§1.3: a TEM (texture enhancement module, ``RFB_modified`` in the code) on layer2/3/4 (strides 8/16/32) maps each
+Res2Net-50-v1b encoder (timm ``res2net50d``, see :mod:`medseg.modules.encoders`; ``docs/ife.md``,
+section Networks): a TEM (texture enhancement module, ``RFB_modified`` in the code) on layer2/3/4 (strides 8/16/32) maps each
 to 32 channels; the neighbour connection decoder (NCD) turns the raw TEM outputs into the global map ``S_g``
 (stride 8); three reverse stages of group-reversal attention (GRA, 1 / 4 / 32 groups) refine it at strides
 32 -> 16 -> 8 into ``S5, S4, S3``. Every ``BasicConv2d`` is conv + BN *without* ReLU, as in the code.

@@ -4,7 +4,7 @@ Double ``conv3 -> norm -> ReLU`` blocks, max-pool downsampling, transposed-conv 
 skip concatenation, 1x1 head. ``base=64, depth=4`` gives the 64-128-256-512-1024 layout used by the
 IFE paper's UNet.
 
-IFE option (Liu et al., MICCAI 2023; ``../shared/spec/methods.md`` §2.4): ``create_model("unet",
+IFE option (Liu et al., MICCAI 2023; ``docs/ife.md``, section Networks): ``create_model("unet",
 ife="curvature", ife_ratio=(0.75, 0.5))`` enhances the skip features c2 (level 1, 128 ch, stride 2) and c3
 (level 2, 256 ch, stride 4) with ``cat([skip, top-k(skip)], dim=1)`` before they join the decoder, so the
 decoder blocks take ``int(128 (2 + r0)) = 352`` and ``int(256 (2 + r1)) = 640`` channels for (0.75, 0.5)

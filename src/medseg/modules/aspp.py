@@ -1,6 +1,6 @@
 """Atrous Spatial Pyramid Pooling (Chen et al., "Encoder-Decoder with Atrous Separable Convolution for
 Semantic Image Segmentation", ECCV 2018 = DeepLabV3+), as in jfzhang95/pytorch-deeplab-xception, the code
-the IFE paper builds on (``../shared/spec/methods.md`` §1.4).
+the IFE paper builds on (``docs/ife.md``, section Networks).
 
 Branches on the encoder output: a 1x1 conv, three 3x3 convs with dilation ``rates`` (6/12/18 at output
 stride 16), and image pooling (global average, 1x1 conv); each conv -> BN -> ReLU. The five outputs are

@@ -8,7 +8,7 @@
   (``fc.*``) are ignored, other unexpected keys are named in a warning, missing keys are an error naming them;
 * ``True``: timm's normal hub download, which fails offline with a message asking for a local file.
 
-Encoders used by the IFE networks (``../shared/spec/methods.md`` §1.2, §1.4):
+Encoders used by the IFE networks (``docs/ife.md``, section Networks):
 
 * ``res2net50d`` in timm is Res2Net-50-v1b-26w-4s (PraNet / SINet-V2 / IFE): deep stem 3x3 s2 (3->32),
   3x3 (32->32), 3x3 (32->64), then BN, ReLU, max-pool; projection shortcuts ``AvgPool(s, s, ceil_mode,

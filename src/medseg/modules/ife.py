@@ -8,7 +8,7 @@ next layer sees the most "instructive" channels twice::
     ife = IFE(0.75, score="curvature")          # one line in any network
     y = ife(x)                                   # B x (C + floor(0.75 C)) x H x W
 
-Scores (``../shared/spec/methods.md`` §2.1-2.3), per sample ``b`` and channel ``c`` of ``F = x[b, c]``:
+Scores (``docs/ife.md``, section Scores), per sample ``b`` and channel ``c`` of ``F = x[b, c]``:
 
 * **curvature** (Eq. 1): ``s = sum_{valid} |K * F|`` with the fixed, zero-sum 3x3 kernel
   ``K = [[-1/16, 5/16, -1/16], [5/16, -1, 5/16], [-1/16, 5/16, -1/16]]`` applied depthwise without padding

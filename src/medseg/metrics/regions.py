@@ -1,0 +1,108 @@
+"""Per-region scores of label maps (BraTS WT / TC / ET): ``medseg metrics --regions brats`` and
+``eval.regions: brats``.
+
+Each region is a binary mask composed from the label map (:mod:`medseg.regions`); the usual binary
+metrics run on it (DSC and HD95 always, plus any overlap or distance metric asked for), with the policy
+of ``docs/metrics.md``: an ET absent from both prediction and GT gives DSC 1 and HD95 0 (the BraTS
+challenge's convention too), a missed or spurious ET gives DSC 0 and HD95 = the volume diagonal. A GT
+without ET is legitimate but is also what a wrong label convention looks like, so each such case is named
+in a warning. Columns: ``dice_WT``, ``hd95_TC`` ...; the plain name (``dice``) is the mean over the three
+regions.
+
+Example::
+
+    from medseg.metrics.regions import region_metrics
+    region_metrics(pred_labels, gt_labels, "brats", spacing=(1, 1, 1))   # {"dice_WT": ..., "hd95_ET": ...}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from medseg.metrics.suite import SPECS, CaseResult, MetricSuite, resolve_names, summarize
+from medseg.regions import REGION_NAMES, get_scheme, region_masks
+
+ALWAYS = ("dice", "hd95")
+
+
+class RegionWarning(UserWarning):
+    """A region-scoring note (a GT without enhancing tumour); the CLI prints it from the summary."""
+
+
+@dataclass
+class RegionCaseResult(CaseResult):
+    """A case's region values plus its notes (warnings that must survive worker processes)."""
+
+    notes: list[str] = field(default_factory=list)
+
+
+class RegionSuite:
+    """Binary metrics on each BraTS region of a pair of label maps (the interface of :class:`MetricSuite`).
+
+    Args:
+        regions: scheme name, ``brats`` (BraTS 2017-2021, ET = 4, or 3 once remapped) or ``brats2015``.
+        metrics: overlap / distance metrics besides DSC and HD95 (map metrics do not apply to label maps).
+        options: :class:`~medseg.metrics.Policy` fields (``empty``, ``compat``, ``hd95_mode`` ...).
+    """
+
+    #: label maps are read unchecked up to this value; the scheme then checks every label
+    num_classes = 2 ** 15
+
+    def __init__(self, regions: str = "brats", metrics: str | Iterable[str] = ALWAYS, **options: Any) -> None:
+        self.scheme = get_scheme(regions)
+        names = resolve_names([*ALWAYS, *resolve_names(metrics)])
+        bad = [n for n in names if SPECS[n].group not in ("overlap", "distance")]
+        if bad:
+            raise ValueError(f"region scores take overlap and distance metrics; {bad} need a probability map")
+        self.inner = MetricSuite(names, num_classes=1, **options)
+        self.names = self.inner.names
+        self.policy = self.inner.policy
+
+    def __call__(self, pred: Any, gt: Any, prob: Any = None, spacing: Sequence[float] | float | None = None,
+                 case: str = "") -> RegionCaseResult:
+        pred_masks, _ = region_masks(_numpy(pred), self.scheme, "prediction", case)
+        gt_masks, gt_has_et = region_masks(_numpy(gt), self.scheme, "ground truth", case)
+        values: dict[str, float] = {}
+        per_region: dict[str, list[float]] = {n: [] for n in self.names}
+        for i, region in enumerate(REGION_NAMES):
+            result = self.inner(pred_masks[i], gt_masks[i], spacing=spacing, case=case)
+            for name in self.names:
+                values[f"{name}_{region}"] = result.values[name]
+                per_region[name].append(result.values[name])
+        for name, vals in per_region.items():
+            finite = [v for v in vals if not np.isnan(v)]
+            values[name] = float(np.mean(finite)) if finite else float("nan")
+        notes = [] if gt_has_et else [no_et_note(case, self.scheme.name)]
+        return RegionCaseResult(case, {**{n: values[n] for n in self.names}, **{
+            k: v for k, v in values.items() if k not in self.names}}, notes=notes)
+
+    def summarize(self, results: Sequence[CaseResult]) -> dict[str, Any]:
+        """:func:`~medseg.metrics.suite.summarize`, plus the scheme, the cases without ET and their notes."""
+        out = summarize(results, policy=self.policy)
+        notes = [n for r in results for n in getattr(r, "notes", [])]
+        out["regions"] = {**self.scheme.describe(), "cases_without_et_in_gt": len(notes),
+                          "mean": "plain metric names are the mean over WT, TC, ET"}
+        out["region_notes"] = notes
+        return out
+
+
+def no_et_note(case: str, scheme: str) -> str:
+    """The warning for a GT without enhancing tumour."""
+    et = "label 4 (or 3 if remapped)" if scheme == "brats" else "label 4"
+    return (f"case '{case}': the ground truth has no enhancing tumour ({et}); ET is empty and scored by the "
+            f"empty-mask policy (prediction empty too: DSC 1, HD95 0; otherwise DSC 0, HD95 = volume diagonal). "
+            f"If every case says this, check the label convention (--regions brats vs brats2015)")
+
+
+def region_metrics(pred: Any, gt: Any, regions: str = "brats", metrics: str | Iterable[str] = ALWAYS,
+                   spacing: Sequence[float] | float | None = None, case: str = "", **options: Any) -> dict[str, float]:
+    """Per-region values of one case: ``{"dice_WT": ..., "hd95_WT": ..., ..., "dice": mean}``."""
+    return RegionSuite(regions, metrics, **options)(pred, gt, spacing=spacing, case=case).values
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if type(x).__module__.startswith("torch"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
