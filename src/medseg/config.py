@@ -78,6 +78,32 @@ class NiftiConfig(Strict):
     slice_fg_only: bool = False  # slice_axis set: use only slices that contain foreground
     nonfinite: Literal["error", "replace"] = "error"  # NaN/inf image voxels: refuse, or replace by the channel's finite min (warned per file)
     ct_scale: Literal["zscore", "window01"] = "zscore"  # CT after clipping: z-score, or (x - low) / (high - low) in [0, 1] (MLL/RSTN; needs window)
+    # 3-D pipeline (docs/cwcd.md, Data pipeline): MONAI reorientation / resampling; None = keep the file's grid
+    orientation: str | None = None  # canonical axis codes, e.g. "RAS"
+    target_spacing: list[float] | None = None  # mm per axis after orientation, e.g. [1, 1, 1] (CWCD)
+    oversample: Literal["foreground", "classes"] = "foreground"  # fg_oversample centres: any foreground voxel, or a class drawn uniformly among those present, then a voxel of it
+    geometry_tol: float = Field(1e-3, gt=0)  # image vs label (and channel) affines: max abs difference (mm) allowed
+
+
+class Augment3DConfig(Strict):
+    """3-D augmentation of training patches (MONAI dictionary transforms, seeded per sample); disabled =
+    the older flips of every axis with ``augment.hflip``. CWCD: every probability 0.2, rotation 15 degrees."""
+
+    enabled: bool = False
+    rotate_deg: float = Field(15.0, ge=0, le=180)  # each axis, uniform in [-deg, deg]
+    rotate_p: float = Field(0.2, ge=0, le=1)
+    flip_p: list[float] = Field(default_factory=lambda: [0.2, 0.2, 0.2])  # per spatial axis, independent
+    scale_range: tuple[float, float] = (0.85, 1.15)  # isotropic zoom factor (size kept)
+    scale_p: float = Field(0.2, ge=0, le=1)
+    gamma_range: tuple[float, float] = (0.7, 1.5)  # intensity gamma (image only, on its min-max range)
+    gamma_p: float = Field(0.2, ge=0, le=1)
+
+    @field_validator("flip_p")
+    @classmethod
+    def _flip(cls, v: list[float]) -> list[float]:
+        if len(v) != 3 or not all(0 <= p <= 1 for p in v):
+            raise ValueError(f"flip_p needs 3 probabilities in [0, 1] (one per spatial axis), got {v}")
+        return v
 
 
 class DataConfig(Strict):
@@ -101,6 +127,7 @@ class DataConfig(Strict):
     normalize: Literal["imagenet", "zscore", "minmax", "none"] = "zscore"
     split: SplitConfig = Field(default_factory=SplitConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    augment3d: Augment3DConfig = Field(default_factory=Augment3DConfig)
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     nifti: NiftiConfig = Field(default_factory=NiftiConfig)
     datasets: list[dict[str, Any]] | None = None  # kind == "mixture": list of DataConfig dicts + "weight"

@@ -93,8 +93,8 @@ def test_boundary_schedule_and_sdf_l2_clip():
     l2 = create_loss("sdf_l2", clip=2.0)
     assert l2.requires == {"sdf(clip=2.0)"}
     batch = prepare_targets(batch, l2.requires, 1)
-    goal = -batch["sdf"].clamp(-2, 2)
-    assert torch.allclose(batch["sdf(clip=2.0)"], -goal)
+    assert torch.allclose(batch["sdf(clip=2.0)"], batch["sdf"].clamp(-2, 2))
+    goal = (label - batch["sdf"]).clamp(-2, 2)  # positive on the whole object, outer ring included
     assert torch.allclose(l2(z, batch)["loss"], (goal**2).mean())
     assert l2(goal, batch)["loss"] == 0
 

@@ -23,7 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(sub, "predict", "Predict masks for an image/volume or a folder of them.",
                     "medseg predict --checkpoint runs/demo --input images/ --output preds/ --probabilities")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file or run folder (uses best.pt)")
+    p.add_argument("--checkpoint", help="checkpoint file or run folder (uses best.pt); --engine torch")
+    p.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
+                   help="torch (a checkpoint) or onnxruntime (an ONNX folder from `medseg export`, given as --model)")
+    p.add_argument("--model", help="folder written by `medseg export --format onnx` (with --engine onnxruntime)")
     p.add_argument("--input", required=True, help="image, NIfTI volume, or folder")
     p.add_argument("--output", required=True,
                    help="folder for the masks (PNG 0/255 or NIfTI); not the input folder nor inside it")
@@ -50,11 +53,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     """Predict a folder; on per-input failures the rest is written, then the failures are listed (exit 1)."""
     from medseg.engine.predict import PredictionError, predict_paths
+    from medseg.errors import UserError
 
+    source = args.model if args.engine == "onnxruntime" else args.checkpoint
+    if source is None or (args.engine == "torch" and args.model):
+        raise UserError("--engine torch takes --checkpoint RUN_OR_FILE; --engine onnxruntime takes --model DIR "
+                        "(a folder written by `medseg export --format onnx`)")
     try:
-        written = predict_paths(args.checkpoint, args.input, args.output, save_probabilities=args.probabilities,
+        written = predict_paths(source, args.input, args.output, save_probabilities=args.probabilities,
                                 overwrite=args.overwrite, channels=args.channels, trust=args.trust_checkpoint,
-                                echo=lambda msg: print(msg, file=sys.stderr))
+                                echo=lambda msg: print(msg, file=sys.stderr), engine=args.engine)
     except PredictionError as err:
         print(f"wrote {len(err.written)} prediction(s) to {args.output}")
         raise

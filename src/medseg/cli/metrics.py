@@ -1,10 +1,8 @@
-"""``medseg metrics`` (score a prediction folder against a GT folder) and ``medseg compare`` (paired tests)."""
+"""``medseg metrics``: score a prediction folder against a GT folder (``medseg compare`` is in cli/compare.py)."""
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
-from pathlib import Path
 
 from medseg.cli import add_command
 
@@ -46,15 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the metrics and sets, then exit")
     p.set_defaults(func=run_metrics)
 
-    c = add_command(sub, "compare", "Paired comparison of two per-case result CSVs on one metric: paired t-test "
-                    "(Cohen's d_z) and Wilcoxon signed-rank (rank-biserial r), with n.",
-                    "medseg compare baseline.csv ours.csv --metric dice")
-    c.add_argument("a", help="per-case CSV of run A (from medseg metrics)")
-    c.add_argument("b", help="per-case CSV of run B")
-    c.add_argument("--metric", default="dice", help="column to compare (default dice)")
-    c.add_argument("--json", default=None, help="also write the statistics to this JSON file")
-    c.set_defaults(func=run_compare)
-
 
 def run_metrics(args: argparse.Namespace) -> int:
     from medseg.errors import UserError
@@ -90,27 +79,4 @@ def run_metrics(args: argparse.Namespace) -> int:
         print(f"warning: {note}")
     print(format_summary(result.summary))
     print(f"wrote {result.csv_path} and {result.json_path}")
-    return 0
-
-
-def run_labels(a: Path, b: Path) -> tuple[str, str]:
-    """Names for two result files: their stems, or their run folders when the stems are equal
-    (``runs/x/metrics/per_case.csv`` vs ``runs/y/metrics/per_case.csv`` -> ``x``, ``y``)."""
-    if a.stem != b.stem:
-        return a.stem, b.stem
-    pa, pb = a.resolve().parent, b.resolve().parent
-    if pa.name == pb.name == "metrics":
-        pa, pb = pa.parent, pb.parent
-    return (pa.name, pb.name) if pa.name != pb.name else (str(a), str(b))
-
-
-def run_compare(args: argparse.Namespace) -> int:
-    from medseg.metrics.stats import format_comparison, paired_comparison, read_metric_column
-
-    a = read_metric_column(args.a, args.metric)
-    b = read_metric_column(args.b, args.metric)
-    result = paired_comparison(a, b, *run_labels(Path(args.a), Path(args.b)))
-    print(format_comparison(result, args.metric))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"metric": args.metric, **result}, indent=2))
     return 0

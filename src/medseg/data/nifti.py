@@ -17,6 +17,7 @@ import numpy as np
 from medseg.config import DataConfig, NiftiConfig
 from medseg.data.io import check_labels
 from medseg.data.nifti_io import load_nifti
+from medseg.data.resample import to_network_grid
 from medseg.data.splits import split_ids
 from medseg.data.volumes import VolumeDataset
 from medseg.errors import DataError
@@ -226,9 +227,14 @@ def remap_labels(label: np.ndarray, mapping: dict[int, int] | None) -> np.ndarra
     return table[label - lo]
 
 
-def read_label(path: Path, mapping: dict[int, int] | None = None) -> np.ndarray:
-    """An integer label volume (float files rounded); NaN/inf voxels are a :class:`DataError`."""
-    raw, _, _, _ = load_nifti(path)
+def read_label(path: Path, mapping: dict[int, int] | None = None, geometry: bool = False):
+    """An integer label volume (float files rounded); NaN/inf voxels and a non-3-D label are a
+    :class:`DataError`. With ``geometry``: ``(label, spacing, affine)``."""
+    raw, spacing, affine, _ = load_nifti(path)
+    raw = _squeeze_trailing(raw)
+    if raw.ndim != 3:
+        raise DataError(f"label {path}: shape {raw.shape} is {raw.ndim}-D but a label volume must be 3-D "
+                        "(one class index per voxel); re-export it as a single 3-D volume")
     if np.issubdtype(raw.dtype, np.floating):
         bad = int(np.count_nonzero(~np.isfinite(raw)))
         if bad:
@@ -237,7 +243,31 @@ def read_label(path: Path, mapping: dict[int, int] | None = None) -> np.ndarray:
                 "re-export it with every voxel set (data.nifti.nonfinite applies to images only)"
             )
         raw = np.rint(raw)
-    return remap_labels(raw.astype(np.int64), mapping)
+    label = remap_labels(raw.astype(np.int64), mapping)
+    return (label, spacing, affine) if geometry else label
+
+
+def _squeeze_trailing(arr: np.ndarray) -> np.ndarray:
+    """Drop trailing length-1 axes beyond the third (``X x Y x Z x 1`` is a 3-D volume)."""
+    while arr.ndim > 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    return arr
+
+
+def check_geometry(path: Path, spacing, affine: np.ndarray, ref: Path, ref_spacing, ref_affine: np.ndarray,
+                   tol: float) -> None:
+    """:class:`DataError` when ``path``'s voxel spacing or affine (origin, axis directions) differs from
+    ``ref``'s by more than ``tol`` (mm, ``data.nifti.geometry_tol``); the message says which."""
+    ds = float(np.max(np.abs(np.subtract(spacing[:3], ref_spacing[:3]))))
+    if ds > tol:
+        raise DataError(f"{path}: voxel spacing {tuple(round(float(v), 4) for v in spacing[:3])} differs from "
+                        f"{ref} {tuple(round(float(v), 4) for v in ref_spacing[:3])} by {ds:.4g} mm "
+                        f"(> data.nifti.geometry_tol={tol:g}); resample one onto the other's grid")
+    da = float(np.max(np.abs(np.asarray(affine)[:3] - np.asarray(ref_affine)[:3])))
+    if da > tol:
+        raise DataError(f"{path}: affine (origin / axis directions) differs from {ref}'s by {da:.4g} "
+                        f"(> data.nifti.geometry_tol={tol:g}) although the spacing matches; the two files are "
+                        "not on the same grid: fix the header or resample one onto the other")
 
 
 class NiftiVolumes(VolumeDataset):
@@ -253,31 +283,51 @@ class NiftiVolumes(VolumeDataset):
         self.cases = [cases[i] for i in ids]
 
     def _read(self, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        case = self.cases[k]
+        case, tol = self.cases[k], self.cfg.nifti.geometry_tol
         arrays, sources, spacing, affine = [], [], None, None
         for path in case.images:
             arr, sp, aff, _ = load_nifti(path, np.float32)
+            arr = _squeeze_trailing(arr)
+            if arr.ndim not in (3, 4) or (arr.ndim == 4 and len(case.images) > 1):
+                raise DataError(f"{path}: image of shape {arr.shape} is {arr.ndim}-D where a 3-D volume is expected "
+                                + ("(one file per channel: each must be 3-D)" if arr.ndim == 4 else "")
+                                + "; only a case's single image file may be 4-D (channels last, MSD)")
             arr = np.moveaxis(arr, -1, 0) if arr.ndim == 4 else arr[None]  # MSD 4-D: channels last
             if spacing is not None and arr.shape[1:] != arrays[0].shape[1:]:
                 raise DataError(f"case '{case.id}': channel {path} has shape {arr.shape[1:]}, first channel {arrays[0].shape[1:]}")
+            if spacing is not None:
+                check_geometry(path, sp, aff, case.images[0], spacing, affine, tol)
             spacing, affine = (spacing or sp), (affine if affine is not None else aff)
             arrays.append(arr)
             sources += [str(path)] * arr.shape[0]
         image = normalize_volume(np.concatenate(arrays, axis=0), self.cfg.nifti, sources)
-        label = read_label(case.label, self.cfg.nifti.label_map)
+        label, lsp, laff = read_label(case.label, self.cfg.nifti.label_map, geometry=True)
+        if label.shape != image.shape[1:]:
+            raise DataError(f"label {case.label}: spatial shape {label.shape} differs from its image {case.images[0]} "
+                            f"{image.shape[1:]}; they must match voxel for voxel")
+        check_geometry(case.label, lsp, laff, case.images[0], spacing, affine, tol)
         if not self.binary:
             check_labels(label, self.cfg.num_classes, case.label)
+        original_shape = tuple(int(s) for s in label.shape)
+        n = self.cfg.nifti
+        image, label, grid = to_network_grid(image, label, affine, n.orientation, n.target_spacing)
         meta = {
             "id": case.id,
             "dataset": self.name,
             "modality": self.cfg.modality or self.cfg.nifti.modality,
             "spacing": tuple(spacing),
-            "original_shape": tuple(int(s) for s in label.shape),
+            "original_shape": original_shape,
             "path": str(case.images[0]),
             "label_path": str(case.label),
             "affine": np.asarray(affine).tolist(),
             **case.meta,
         }
+        if grid is not None:
+            meta["grid"] = grid
         return image, label, meta
+
+    def _original_label(self, k: int) -> np.ndarray:
+        """The label as stored in the file (before reorientation / resampling), for scoring."""
+        return read_label(self.cases[k].label, self.cfg.nifti.label_map)
 
 

@@ -6,7 +6,10 @@ Items depend on the split and on ``nifti.slice_axis``:
 
 - no slice axis, train: ``nifti.patch_size`` patches (whole volume when None), ``samples_per_volume``
   per volume per epoch; with probability ``fg_oversample`` the patch is centred on a random foreground
-  voxel (nnU-Net's oversampling), otherwise anywhere; random flips on every axis (``augment.hflip``).
+  voxel (nnU-Net's oversampling; ``nifti.oversample: classes``: on a voxel of a class drawn uniformly
+  among those present), otherwise anywhere; then ``data.augment3d`` (MONAI rotation, per-axis flips,
+  scaling, gamma; :mod:`medseg.data.transforms3d`) or, when it is disabled, random flips on every axis
+  (``augment.hflip``). A volume smaller than the patch is zero-padded, with one warning per volume.
 - no slice axis, val/test: whole volumes (``whole_volumes = True``).
 - slice axis, train: 2-D slices along that axis, a foreground slice with probability ``fg_oversample``;
   cropped to a 2-entry ``patch_size`` (foreground-centred likewise) or resized to ``image_size``; then
@@ -14,10 +17,13 @@ Items depend on the split and on ``nifti.slice_axis``:
 - slice axis, val/test: whole volumes (``slice_eval: volume``, meta ``slice_axis``) or every slice as a
   2-D item resized to ``image_size`` (``slice_eval: slices``, meta ``slice_index``).
 
-Intensities are normalised per volume when read (NIfTI: :func:`medseg.data.nifti.normalize_volume`).
+Intensities are normalised per volume when read (NIfTI: :func:`medseg.data.nifti.normalize_volume`), then
+NIfTI volumes are reoriented / resampled to the network grid when ``nifti.orientation`` /
+``nifti.target_spacing`` are set (:mod:`medseg.data.resample`); ``read_original`` gives the file's label.
 """
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -35,6 +41,7 @@ from medseg.data.transforms import (
     random_flip_nd,
     sample_seed,
 )
+from medseg.data.transforms3d import augment_3d, build_augment_3d
 from medseg.errors import DataError
 
 _MAX_FG = 200_000  # foreground voxel indices kept per volume for oversampling
@@ -57,6 +64,9 @@ class VolumeDataset(Dataset, ABC):
         aug = cfg.augment.model_copy(update={"brightness": 0.0, "contrast": 0.0, "crop_scale": None})
         self.augment2d = build_augment_2d(aug, cfg.image_size[-2:], 1) if self.train and self.axis is not None else None
         self._slices: list[tuple[int, int]] | None = None
+        self.augment3d = build_augment_3d(cfg.augment3d) if self.train and self.axis is None else None
+        self._class_fg: dict[int, dict[int, np.ndarray]] = {}
+        self._padded: set[int] = set()  # volumes already reported as smaller than the patch
 
     @property
     def _slice_index(self) -> list[tuple[int, int]]:
@@ -103,6 +113,24 @@ class VolumeDataset(Dataset, ABC):
             self._cache[k] = out
         return out
 
+    def class_index(self, k: int) -> dict[int, np.ndarray]:
+        """Flat voxel indices of each foreground class present in volume ``k`` (at most ``_MAX_FG`` each,
+        a seeded subsample), for class-balanced oversampling (``nifti.oversample: classes``)."""
+        if k in self._class_fg:
+            return self._class_fg[k]
+        label = self.volume(k)[1].ravel()
+        fg = np.flatnonzero(label > 0)
+        values = label[fg]
+        order = np.argsort(values, kind="stable")
+        classes, starts = np.unique(values[order], return_index=True)
+        rng = np.random.default_rng(0)
+        out = {}
+        for c, idx in zip(classes.tolist(), np.split(fg[order], starts[1:])):
+            out[int(c)] = idx if idx.size <= _MAX_FG else idx[rng.choice(idx.size, _MAX_FG, replace=False)]
+        if self.cfg.cache:
+            self._class_fg[k] = out
+        return out
+
     def _match_channels(self, image: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
         want = self.cfg.in_channels
         if image.shape[0] == want:
@@ -134,7 +162,13 @@ class VolumeDataset(Dataset, ABC):
             return self._out_label(np.take(label, s, axis=self.axis)), self._slice_meta(meta, s, i)
         k = i // self.cfg.nifti.samples_per_volume if self.train else i
         _, label, meta, _ = self.volume(k)
+        if meta.get("grid"):  # resampled for the network: score against the label as stored in the file
+            label = self._original_label(k)
         return self._out_label(label), dict(meta)
+
+    def _original_label(self, k: int) -> np.ndarray:
+        """Volume ``k``'s label on the file's grid (datasets that resample override this)."""
+        return self.volume(k)[1]
 
     def _out_label(self, label: np.ndarray) -> np.ndarray:
         return (label > 0).astype(np.uint8) if self.binary else label
@@ -172,19 +206,31 @@ class VolumeDataset(Dataset, ABC):
         label = (label > 0).float()[None] if self.binary else label.long()
         return {"image": image.float().contiguous(), "label": label.contiguous(), "meta": meta}
 
-    def _centre(self, rng: np.random.Generator, shape: tuple[int, ...], fg: np.ndarray, full: tuple[int, ...]):
-        """A voxel index: random foreground voxel with probability ``fg_oversample``, else uniform."""
+    def _centre(self, rng: np.random.Generator, shape: tuple[int, ...], fg: np.ndarray, full: tuple[int, ...],
+                classes: dict[int, np.ndarray] | None = None):
+        """A voxel index: with probability ``fg_oversample`` a random foreground voxel (with ``classes``:
+        a class drawn uniformly among those present, then one of its voxels), else uniform."""
         if fg.size and rng.random() < self.cfg.nifti.fg_oversample:
+            if classes:
+                idx = list(classes.values())[int(rng.integers(len(classes)))]
+                return np.unravel_index(int(idx[rng.integers(idx.size)]), full)
             return np.unravel_index(int(fg[rng.integers(fg.size)]), full)
         return tuple(int(rng.integers(s)) for s in shape)
 
     def _patch(self, k: int, rng: np.random.Generator, seed: int) -> dict[str, Any]:
         image, label, meta, fg = self.volume(k)
         size = self.cfg.nifti.patch_size or list(label.shape)
-        centre = self._centre(rng, label.shape, fg, label.shape)
+        if k not in self._padded and any(d < s for d, s in zip(label.shape, size)):
+            self._padded.add(k)
+            warnings.warn(f"case '{meta['id']}' ({meta.get('path')}): volume {tuple(label.shape)} is smaller than "
+                          f"nifti.patch_size {tuple(size)}; its patches are zero-padded to the patch size", stacklevel=2)
+        classes = self.class_index(k) if self.cfg.nifti.oversample == "classes" else None
+        centre = self._centre(rng, label.shape, fg, label.shape, classes)
         img, lab, origin = crop_around(image, label, centre, size)
         timg, tlab = torch.from_numpy(img), torch.from_numpy(lab)
-        if self.cfg.augment.enabled:
+        if self.augment3d is not None:
+            timg, tlab = augment_3d(self.augment3d, timg, tlab, seed)
+        elif self.cfg.augment.enabled:
             timg, tlab = random_flip_nd(timg, tlab, rng, [self.cfg.augment.hflip] * 3)
         return self._sample(timg, tlab, dict(meta, patch_origin=origin, aug_seed=seed))
 

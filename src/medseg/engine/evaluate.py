@@ -68,7 +68,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
 
                 logits = to_original_size(logits, gt.shape, meta.get("pad"))
             else:
-                logits = resize_logits(logits, gt.shape)
+                from medseg.data.resample import to_original_grid  # network grid -> file grid (meta["grid"])
+
+                logits = resize_logits(to_original_grid(logits, meta), gt.shape)
             prob = probabilities(logits)
             pred = labels_from_probabilities(prob, cfg.eval.threshold)[0].cpu().numpy()
         fg = prob[0, 0].cpu().numpy() if prob.shape[1] == 1 else None

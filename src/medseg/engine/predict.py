@@ -257,8 +257,11 @@ def predict_case(model: torch.nn.Module, files: Sequence[Path], cfg: RunConfig, 
     """(label map, probability map) of one case at its original size."""
     with torch.no_grad():
         if is_volume(files[0]):
-            volume = prepare_volume(files, cfg, channels)
-            logits = case_logits(model, volume, cfg, rt)
+            from medseg.data.resample import network_grid_volume, to_original_grid
+
+            volume = prepare_volume(files, cfg, channels)  # then nifti.orientation / target_spacing, and back
+            volume, grid = network_grid_volume(volume, files[0], cfg.data.nifti.orientation, cfg.data.nifti.target_spacing)
+            logits = to_original_grid(case_logits(model, volume, cfg, rt), grid)
         else:
             from medseg.data.transforms import to_original_size
 
@@ -287,14 +290,15 @@ def plan_predictions(source: str | Path, output: str | Path, *, save_probabiliti
 def predict_paths(checkpoint: str | Path, source: str | Path, output: str | Path, *,
                   save_probabilities: bool = False, progress: bool = True, overwrite: bool = False,
                   channels: Sequence[int] | None = None, trust: bool = False,
-                  echo: Callable[[str], None] | None = print) -> list[Path]:
+                  echo: Callable[[str], None] | None = print, engine: str = "torch") -> list[Path]:
     """Predict every image/volume in ``source`` into ``output``; returns the written mask files.
 
     Raises :class:`DataError` before writing anything when the output folder is unsafe or already holds
     a target file (unless ``overwrite``), and :class:`PredictionError` after writing the rest when some
     inputs could not be read or predicted. ``channels`` picks input channels (0-based); ``trust`` allows
     a checkpoint that needs full unpickling (only for files you trust). ``echo`` receives notes (renamed
-    outputs); None silences them.
+    outputs); None silences them. ``engine="onnxruntime"``: ``checkpoint`` is an ONNX export folder, run
+    with onnxruntime through the same pre- and post-processing.
     """
     from medseg.data.io import write_prediction
 
@@ -303,7 +307,12 @@ def predict_paths(checkpoint: str | Path, source: str | Path, output: str | Path
     if renamed and echo is not None:
         echo("note: some inputs share a name; their predictions are named apart: "
              + ", ".join(f"{c.files[0].name} -> {c.targets(Path(), False)[0].name}" for c in renamed))
-    model, cfg = model_from_checkpoint(resolve_checkpoint(checkpoint), trust=trust)
+    if engine == "onnxruntime":  # ``checkpoint`` is a `medseg export --format onnx` folder (docs/export.md)
+        from medseg.engine.export import load_exported
+
+        model, cfg = load_exported(checkpoint)
+    else:
+        model, cfg = model_from_checkpoint(resolve_checkpoint(checkpoint), trust=trust)
     rt = make_runtime(cfg.train, 2)
     model = model.to(rt.device)
     out_dir = Path(output)

@@ -14,7 +14,7 @@ from medseg.losses import register_loss
 from medseg.losses._common import (LossInputError, Schedule, as_float, check_reduction, foreground,
                                    get_label, main_logits, need_target, prepare_target, probabilities, reduce)
 from medseg.ops.distance import unsigned_boundary_distance
-from medseg.ops.targets import target_key
+from medseg.ops.targets import foreground_channels, target_key
 
 
 def _sdf_key(spacing: str, clip: float | None = None) -> str:
@@ -68,6 +68,23 @@ class BoundaryLoss(nn.Module):
         return {"loss": weight * loss, "boundary": loss}
 
 
+def sdf_regression_goal(sdf: torch.Tensor, label: torch.Tensor, clip: float | None = None) -> torch.Tensor:
+    """Signed-distance regression goal, positive inside: ``clip(M − φ, ±D)``.
+
+    ``sdf``: Kervadec's φ per foreground channel (``B x C_fg x *spatial``, 0 on the object's outer ring);
+    ``label``: the label it was computed from (float ``B x C_fg x ...`` maps, or int64 classes), giving the
+    mask ``M``. Inside the object the goal is the distance to the background (``1 − φ``, >= one voxel on the
+    outer ring), outside it is minus the distance to the object (``−φ``), so ``goal > 0`` is exactly ``M``.
+    A channel whose object is absent gives 0 everywhere, a channel that fills the view 1 (φ ≡ 0 there).
+    """
+    mask = foreground_channels(label, sdf.shape[1] + 1)
+    if mask.shape != sdf.shape:
+        raise LossInputError(f"signed-distance goal: label maps {tuple(mask.shape)} do not match batch['sdf'] "
+                             f"{tuple(sdf.shape)} (one map per foreground channel)")
+    goal = mask.to(sdf) - sdf
+    return goal if clip is None else goal.clamp(-clip, clip)
+
+
 @register_loss("sdf_l2")
 class SignedDistanceL2Loss(nn.Module):
     """Signed-distance regression ``mean (r − (−clip(φ, ±D)))²`` (MLN's boundary branch, ``methods.md`` §4.4).
@@ -75,7 +92,10 @@ class SignedDistanceL2Loss(nn.Module):
     The output ``r`` (``output_key``, one channel per foreground map) regresses the signed distance with
     positive inside (``−φ``), in pixels (or mm with ``spacing="meta"``), optionally clipped to ``|φ| <= clip``
     (D = 20 px suggested for stability; the clipped map is then computed on cropped boxes, which is much
-    cheaper); ``r > 0`` is the predicted mask. Kervadec's φ is used as is (0 on the innermost ring).
+    cheaper); ``r > 0`` is the predicted mask. The goal is :func:`sdf_regression_goal`: ``M − φ``, i.e. the
+    distance to the background inside the object (>= 1 px on its outer ring) and minus the distance to the
+    object outside, so ``goal > 0`` is exactly the mask. (Kervadec's ``−φ`` alone is 0 on the object's outer
+    ring, and ``r > 0`` would then learn to drop that ring.)
     """
 
     def __init__(self, clip: float | None = None, spacing: str = "pixel", reduction: str = "mean",
@@ -90,7 +110,7 @@ class SignedDistanceL2Loss(nn.Module):
         pred = as_float(main_logits(outputs, self.output_key, "sdf_l2"))
         sdf = need_target(batch, self.key, "sdf_l2", "signed distance maps B x C_fg x *spatial", pred).to(pred)
         pred = _match_channels(pred, sdf, "sdf_l2")
-        goal = -sdf if self.clip is None else -sdf.clamp(-self.clip, self.clip)
+        goal = sdf_regression_goal(sdf, get_label(batch, "sdf_l2"), self.clip)
         loss = reduce(((pred - goal) ** 2).flatten(1).mean(1), self.reduction)
         return {"loss": loss, "sdf_l2": loss}
 

@@ -117,7 +117,12 @@ class MLLLoss(nn.Module):
 
     ``E_R``: RSTN soft Dice per 3-slice unit (smooth 1e-6) on the coarse (``coarse_key``) and fine
     (``fine_key``) full-slice outputs; ``E_B``: Kervadec boundary loss on the fine probabilities
-    (``batch["sdf"]``); ``E_P``: the PointRend pixel term on ``point_key`` logits (default the fine logits).
+    (``batch["sdf"]``); ``E_P``: the PointRend pixel term on the ``point_key`` logits. By default these are
+    the fine model's logits at its output stride (``outputs["logits"]``, stride 4 for ``c2f_fine``) when the
+    output dict has them, as the paper says, else the ``fine_key`` output; the label stays at full
+    resolution (points are sampled at the same normalised coordinates; ``batch["label_crop"]``, when given,
+    is the label of the crop the ``"logits"`` cover). In epochs with β_e = 0 the pixel
+    term is not computed at all (no sampling; ``"point"`` is reported as 0).
     ω1 = 0.3, ω2 = 2/3; α_e = min(1, 0.2·e), β_e = 0 before epoch 12 then 1 (``set_epoch``).
     ``coarse_key=None`` drops the coarse term (single-output models).
     """
@@ -130,14 +135,34 @@ class MLLLoss(nn.Module):
         self.omega1, self.omega2 = omega1, omega2
         self.alpha = Schedule.build(alpha or {"start": 0.0, "step": 0.2, "max": 1.0})
         self.beta = Schedule.build(beta or {"from_epoch": 12})
-        self.coarse_key, self.fine_key, self.point_key = coarse_key, fine_key, point_key or fine_key
+        self.coarse_key, self.fine_key, self.point_key = coarse_key, fine_key, point_key
         self.boundary = BoundaryLoss(spacing=spacing, output_key=fine_key)
-        self.point = MLLPointLoss(num_points, oversample, importance, output_key=self.point_key)
+        self.point = MLLPointLoss(num_points, oversample, importance, output_key=point_key)
         self.requires = set(self.boundary.requires)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def point_logits_key(self, outputs: Any) -> str | None:
+        """``point_key`` if set, else the output-stride logits when present (``"crop_logits"``, the crop's logits
+        in the coarse-to-fine training step, or ``"logits"``), else ``fine_key``."""
+        if self.point_key is not None:
+            return self.point_key
+        for key in ("crop_logits", "logits"):
+            if isinstance(outputs, dict) and key in outputs:
+                return key
+        return self.fine_key
+
+    def pixel_term(self, outputs: Any, batch: dict) -> torch.Tensor:
+        """``E_P`` on the logits named by :meth:`point_logits_key` against the full-resolution label of their
+        frame: ``batch["label_crop"]`` for the crop's ``"logits"`` when the batch has it (the coarse-to-fine
+        training step), else ``batch["label"]``."""
+        key = self.point_logits_key(outputs)
+        logits = as_float(main_logits(outputs, key, "mll"))
+        in_crop = key in ("logits", "crop_logits") and "label_crop" in batch
+        label = batch["label_crop"] if in_crop else get_label(batch, "mll")
+        return self.point.point_loss(logits, label)
 
     def region(self, outputs: Any, batch: dict, key: str) -> torch.Tensor:
         logits = as_float(main_logits(outputs, key, "mll"))
@@ -148,7 +173,7 @@ class MLLLoss(nn.Module):
         alpha, beta = self.alpha(self.epoch), self.beta(self.epoch)
         fine = self.region(outputs, batch, self.fine_key)
         boundary = self.boundary(outputs, batch)["boundary"]
-        point = self.point(outputs, batch)["point"]
+        point = self.pixel_term(outputs, batch) if beta else fine.new_zeros(())
         total = self.omega2 * (fine + alpha * boundary + beta * point)
         out = {"region_fine": fine, "boundary": boundary, "point": point}
         if self.coarse_key is not None:

@@ -115,7 +115,7 @@ def _histogram_entropy(keys: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, b
     keys = keys.sub_(lo).mul_(bins).div_(span).floor_().clamp_(0, bins - 1)
     offsets = torch.arange(r, dtype=torch.int32, device=keys.device).mul_(bins).unsqueeze(1)
     if torch.compiler.is_compiling():
-        flat = (keys.to(torch.int32) + offsets).reshape(-1)
+        flat = (keys.to(torch.int64) + offsets).reshape(-1)  # int64: ONNX ScatterND takes int64 indices only
         counts = torch.zeros(r * bins, dtype=torch.float32, device=keys.device)
         counts = counts.index_put_((flat,), torch.ones((), dtype=torch.float32, device=keys.device), accumulate=True)
     else:

@@ -1,0 +1,195 @@
+"""`medseg c2f train` / `medseg c2f predict` end to end on a tiny phantom, then `medseg metrics`; the bundled
+recipes validate; bad inputs give one line and write nothing."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+from medseg.cli import main
+from medseg.engine.c2f_train import load_recipe
+from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "src" / "medseg" / "recipes" / "mll").glob("*.yaml"))
+
+
+class TinyC2F(nn.Module):
+    """The c2f models' interface at a size a loaded CPU trains in a second (see test_engine_c2f_train.py)."""
+
+    spatial_dims = 2
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Dropout2d(0.2), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, out_channels, 1))
+
+    def forward(self, x):
+        logits = self.body(x)
+        return {"out": F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False),
+                "logits": logits}
+
+
+def _register_tiny() -> None:
+    from medseg.models import MODELS, register_model
+
+    if "c2f_tiny_coarse" not in MODELS:
+        register_model("c2f_tiny_coarse")(lambda in_channels=3, out_channels=3: TinyC2F(in_channels, out_channels))
+        register_model("c2f_tiny_fine")(lambda in_channels=6, out_channels=3: TinyC2F(in_channels, out_channels))
+
+
+_register_tiny()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny phantom recipe trained through the CLI (axial and coronal views)."""
+    root = tmp_path_factory.mktemp("c2f")
+    raw = yaml.safe_load((RECIPES[0].parent / "phantom.yaml").read_text())
+    raw["data"]["root"] = str(root / "data")
+    raw["data"]["phantom"].update(n=3, shape=[40, 32, 12], spacing=[4.0, 4.0, 6.0])
+    raw["data"]["split"].update(folds=3)
+    raw["coarse"], raw["fine"] = {"name": "c2f_tiny_coarse"}, {"name": "c2f_tiny_fine"}
+    raw["train"].update(epochs=2, max_steps_per_epoch=2, val_rounds=1)
+    (root / "tiny.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["c2f", "train", str(root / "tiny.yaml"), "--view", "axial", "--output", str(root / "runs")]) == 0
+    assert main(["c2f", "train", str(root / "tiny.yaml"), "--view", "coronal", "--output", str(root / "runs")]) == 0
+    return root, root / "runs" / raw["name"]
+
+
+def _set_coarse_bias(run_view: Path, value: float) -> None:
+    """Make the coarse net predict nothing (-) or everything (+) by its last bias, in every checkpoint."""
+    for path in (run_view / "checkpoints").glob("*.pt"):
+        state = load_checkpoint(path)
+        key = [k for k in state["model"]["coarse"] if k.endswith("bias")][-1]
+        state["model"]["coarse"][key] = torch.full_like(state["model"]["coarse"][key], value)
+        save_checkpoint(state, path)
+
+
+def test_bundled_recipes_validate_and_pair():
+    names = {p.stem for p in RECIPES}
+    assert {"phantom", "phantom_dice", "nih_pancreas_mll", "nih_pancreas_dice", "msd_spleen_mll",
+            "msd_spleen_dice"} <= names
+    recipes = {p.stem: load_recipe(p) for p in RECIPES}
+    nih, spleen = recipes["nih_pancreas_mll"], recipes["msd_spleen_mll"]
+    assert list(nih.data.window) == [-100, 240] and nih.data.views == ["axial", "coronal", "sagittal"]
+    assert nih.data.split.mode == "kfold" and nih.data.split.folds == 4
+    assert list(spleen.data.window) == [-125, 275] and spleen.data.views == ["axial"]
+    assert spleen.data.split.mode == "random" and spleen.data.split.val == 20
+    for r in (nih, spleen):
+        assert (r.stages.s, r.stages.j_from, r.train.margin, r.train.epochs) == (2, 8, 20, 20)
+        assert (r.schedule.lr, r.schedule.decay_from, r.schedule.halve_every, r.schedule.reset_at) == (1e-5, 8, 2, [12])
+        assert r.loss.kwargs["beta"] == {"from_epoch": 12} and r.loss.kwargs["alpha"]["step"] == 0.2
+    for mll, dice in [("phantom", "phantom_dice"), ("nih_pancreas_mll", "nih_pancreas_dice"),
+                      ("msd_spleen_mll", "msd_spleen_dice")]:
+        a, b = recipes[mll].model_dump(), recipes[dice].model_dump()
+        assert a["name"] != b["name"] and a["loss"] != b["loss"]
+        a.pop("name"), b.pop("name"), a.pop("loss"), b.pop("loss")
+        assert a == b, f"{mll} and {dice} differ beyond the loss"
+        assert recipes[dice].loss.kwargs["alpha"]["max"] == 0.0
+    assert recipes["phantom"].data.phantom is not None  # the default runs with no download
+
+
+def test_predict_end_to_end_then_metrics(trained, capsys):
+    root, run = trained
+    _set_coarse_bias(run / "axial", 50.0)  # coarse says "everything": fine rounds must run
+    _set_coarse_bias(run / "coronal", 50.0)
+    images = root / "data" / "imagesTr"
+    out = root / "pred"
+    assert main(["c2f", "predict", "--run", str(run), "--input", str(images), "--output", str(out)]) == 0
+    rows = list(csv.DictReader(open(out / "c2f_cases.csv")))
+    assert [r["case"] for r in rows] == ["phantom_000", "phantom_001", "phantom_002"]
+    assert all(r["empty_coarse"] == "0" and 1 <= int(r["rounds"]) <= 10 and float(r["seconds"]) > 0 for r in rows)
+    src = nib.load(images / "phantom_000_0000.nii.gz")
+    pred = nib.load(out / "phantom_000.nii.gz")
+    assert np.allclose(pred.affine, src.affine) and pred.header.get_zooms() == src.header.get_zooms()
+    assert pred.shape == src.shape and set(np.unique(np.asarray(pred.dataobj))) <= {0, 1}
+    assert not list(out.glob(".*"))  # no temporary file left
+    # evaluation through the normal `medseg metrics`, beside c2f_cases.csv
+    assert main(["metrics", "--pred", str(out), "--gt", str(root / "data" / "labelsTr"), "--metrics", "dice", "hd95",
+                 "--output", str(out / "metrics.csv"), "--workers", "1"]) == 0
+    per_case = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(per_case) == 3 and {"dice", "hd95"} <= set(per_case[0])
+    # a second run refuses to overwrite; --overwrite replaces
+    capsys.readouterr()
+    assert main(["c2f", "predict", "--run", str(run), "--input", str(images), "--output", str(out)]) == 1
+    assert "already holds" in capsys.readouterr().err
+
+
+def test_empty_coarse_prediction_is_reported(trained, capsys):
+    root, run = trained
+    _set_coarse_bias(run / "axial", -50.0)
+    out = root / "pred_empty"
+    assert main(["c2f", "predict", "--run", str(run / "axial"), "--input", str(root / "data" / "imagesTr"),
+                 "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "phantom_000_0000.nii.gz: the coarse pass found no target" in text and "3 case(s) had an empty" in text
+    rows = list(csv.DictReader(open(out / "c2f_cases.csv")))
+    assert all(r["empty_coarse"] == "1" and r["rounds"] == "0" for r in rows)
+    assert not np.asarray(nib.load(out / "phantom_001.nii.gz").dataobj).any()
+
+
+def test_run_of_another_view_or_network_is_refused(trained, tmp_path, capsys):
+    root, run = trained
+    images = root / "data" / "imagesTr"
+    out = tmp_path / "out"
+    assert main(["c2f", "predict", "--run", str(run / "axial"), "--view", "sagittal", "--input", str(images),
+                 "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "trained for the axial view, not sagittal" in err and "Traceback" not in err
+    assert main(["c2f", "predict", "--run", str(run), "--view", "sagittal", "--input", str(images),
+                 "--output", str(out)]) == 1
+    assert "no trained sagittal view" in capsys.readouterr().err
+    # a folder whose checkpoint is labelled another view than its folder name
+    fake = tmp_path / "run" / "coronal" / "checkpoints"
+    fake.mkdir(parents=True)
+    state = load_checkpoint(run / "axial" / "checkpoints" / "last.pt")
+    save_checkpoint(state, fake / "best.pt")
+    assert main(["c2f", "predict", "--run", str(tmp_path / "run"), "--input", str(images), "--output", str(out)]) == 1
+    assert "trained for the axial view, not coronal" in capsys.readouterr().err
+    # a plain `medseg train` checkpoint
+    save_checkpoint({"model": {}, "config": {}, "model_name": "unet"}, fake / "best.pt")
+    assert main(["c2f", "predict", "--run", str(tmp_path / "run"), "--input", str(images), "--output", str(out)]) == 1
+    assert "not a coarse-to-fine checkpoint" in capsys.readouterr().err
+    assert not out.exists()  # nothing written
+
+
+def test_output_inside_input_and_failed_write_leave_nothing(trained, monkeypatch, capsys):
+    root, run = trained
+    images = root / "data" / "imagesTr"
+    assert main(["c2f", "predict", "--run", str(run), "--input", str(images), "--output", str(images / "p")]) == 1
+    assert "inside the input folder" in capsys.readouterr().err and not (images / "p").exists()
+    import medseg.data.nifti_io as nio
+
+    def broken(array, path, affine=None, header=None):
+        Path(path).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(nio, "save_nifti", broken)
+    out = root / "pred_broken"
+    assert main(["c2f", "predict", "--run", str(run / "axial"), "--input", str(images), "--output", str(out)]) == 1
+    assert "3 of 3 input(s) could not be predicted" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["c2f_cases.csv"]  # no mask, no partial file
+
+
+def test_train_refuses_existing_run_and_bad_view(trained, capsys):
+    root, _ = trained
+    assert main(["c2f", "train", str(root / "tiny.yaml"), "--view", "axial", "--output", str(root / "runs")]) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["c2f", "train", str(root / "tiny.yaml"), "--view", "oblique"])
+
+
+def test_help_example_names_a_bundled_recipe(capsys):
+    from medseg.cli.c2f import recipe_path
+
+    assert recipe_path("mll/phantom").is_file() and recipe_path("phantom").is_file()
+    with pytest.raises(SystemExit):
+        main(["c2f", "train", "--help"])
+    assert "medseg c2f train mll/phantom" in capsys.readouterr().out

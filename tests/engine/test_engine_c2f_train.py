@@ -1,0 +1,356 @@
+"""Coarse-to-fine training (engine/c2f_train.py): stages, crop boxes, learning rates, early stopping, exact
+resume, and a loss that goes down on the phantom. Tiny phantom volumes; stub networks where the test is
+about the loop and not the networks."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from medseg.engine import c2f_train as ct
+from medseg.engine.checkpoint import load_checkpoint
+from medseg.errors import CheckpointError
+
+PHANTOM = {"n": 3, "seed": 0, "shape": [40, 32, 8], "spacing": [4.0, 4.0, 8.0], "target_length": 40.0,
+           "target_radius": 8.0}
+
+
+def recipe(root: Path, out: Path, **over) -> ct.C2FRecipe:
+    raw = {"name": "t", "output_dir": str(out),
+           "data": {"root": str(root), "window": [-100, 240], "views": ["axial"], "phantom": PHANTOM,
+                    "split": {"mode": "kfold", "folds": 3, "fold": 0}},
+           "loss": {"name": "mll", "kwargs": {"coarse_key": "coarse", "fine_key": "out", "num_points": 32}},
+           "stages": {"s": 1, "j_from": 2},
+           "schedule": {"lr": 1e-3, "decay_from": 2, "halve_every": 2, "reset_at": [3]},
+           "train": {"epochs": 2, "max_steps_per_epoch": 2, "val_rounds": 1}}
+    for key, value in over.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return ct.validate_recipe(raw)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("phantom")
+    ct.ensure_data(recipe(root, root).data)
+    return root
+
+
+# ----------------------------------------------------------------------------- tiny networks
+class TinyC2F(nn.Module):
+    """The c2f models' interface (``out`` at the input size, ``logits`` at stride 4) with BN and dropout,
+    small enough for a loaded CPU; registered so that recipes name it like any model."""
+
+    spatial_dims = 2
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Dropout2d(0.2), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, out_channels, 1))
+
+    def forward(self, x):
+        logits = self.body(x)
+        return {"out": F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False),
+                "logits": logits}
+
+
+def _register_tiny() -> None:
+    from medseg.models import MODELS, register_model
+
+    if "c2f_tiny_coarse" not in MODELS:
+        register_model("c2f_tiny_coarse")(lambda in_channels=3, out_channels=3: TinyC2F(in_channels, out_channels))
+        register_model("c2f_tiny_fine")(lambda in_channels=6, out_channels=3: TinyC2F(in_channels, out_channels))
+
+
+_register_tiny()
+TINY = {"coarse": {"name": "c2f_tiny_coarse"}, "fine": {"name": "c2f_tiny_fine"}}
+
+
+# ----------------------------------------------------------------------------- stub networks
+class StubCoarse(nn.Module):
+    """Logits +10 inside a fixed square, -10 elsewhere (plus a trainable scalar)."""
+
+    def __init__(self, square: tuple[int, int, int, int] | None) -> None:
+        super().__init__()
+        self.square, self.w = square, nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        logits = torch.full_like(x, -10.0)
+        if self.square is not None:
+            y0, y1, x0, x1 = self.square
+            logits[..., y0:y1, x0:x1] = 10.0
+        return {"out": logits + self.w}
+
+
+class StubFine(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(6, 3, 1)
+        self.inputs: list[torch.Tensor] = []
+        self.epochs: list[int] = []
+
+    def set_epoch(self, e):
+        self.epochs.append(e)
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return {"out": self.conv(x)}
+
+
+class RecordLoss(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches, self.epochs = [], []
+
+    def set_epoch(self, e):
+        self.epochs.append(e)
+
+    def forward(self, outputs, batch):
+        self.batches.append(batch)
+        self.outputs = outputs
+        loss = outputs["out"].sigmoid().mean() + outputs["coarse"].sigmoid().mean()
+        return {"loss": loss}
+
+
+def stub_nets(square=None) -> ct.Nets:
+    from medseg.modules.saliency import SaliencyTransform
+
+    return ct.Nets(StubCoarse(square), StubFine(), SaliencyTransform(3))
+
+
+# ------------------------------------------------------------------------------------- schedule
+def test_learning_rate_hand_worked():
+    """MLL schedule: 1e-5 for 8 epochs, halved every 2 from epoch 8, reset to 1e-5 at 12 and halved again."""
+    sched = ct.C2FSchedule(lr=1e-5, decay_from=8, halve_every=2, reset_at=[12])
+    want = [1e-5] * 8 + [1e-5, 1e-5, 5e-6, 5e-6] + [1e-5, 1e-5, 5e-6, 5e-6, 2.5e-6, 2.5e-6, 1.25e-6, 1.25e-6]
+    assert [ct.learning_rate(e, sched) for e in range(20)] == pytest.approx(want, rel=0, abs=1e-12)
+
+
+def test_stage_of_configured_epochs():
+    stages = ct.C2FStages(s=2, j_from=8)
+    assert [ct.stage_of(e, stages) for e in range(10)] == ["S"] * 2 + ["I"] * 6 + ["J"] * 2
+
+
+# ---------------------------------------------------------------------------------- one step
+def test_train_step_box_and_input_per_stage():
+    """S and I crop at the GT box, J at the coarse prediction's box (GT box when it is empty); S feeds the
+    raw unit twice, I/J the saliency-weighted unit."""
+    label = torch.zeros(1, 3, 64, 64)
+    label[..., 30:34, 40:44] = 1
+    image = torch.rand(1, 3, 64, 64)
+    loss = RecordLoss()
+    gt_box = (10, 54, 20, 64)  # (30-20, 34+20, 40-20, min(64, 44+20))
+    for stage, square, want in [("S", (0, 8, 0, 8), gt_box), ("I", (0, 8, 0, 8), gt_box),
+                                ("J", (0, 8, 0, 8), (0, 28, 0, 28)), ("J", None, gt_box)]:
+        nets = stub_nets(square)
+        terms = ct.train_step(nets, loss, image, label, stage, 20, None)
+        assert loss.batches[-1]["box"] == want, stage
+        x = nets.fine.inputs[-1]
+        assert x.shape[-2:] == (want[1] - want[0], want[3] - want[2])
+        same = torch.allclose(x[:, :3], x[:, 3:])
+        assert same == (stage == "S"), stage
+        assert torch.isfinite(terms["loss"])
+
+
+def test_train_step_gradient_reaches_coarse_only_through_saliency_after_s():
+    """Stage S: the coarse net is not linked to the fine loss; stage I: gradients flow through F_S."""
+    label = torch.zeros(1, 3, 32, 32)
+    label[..., 10:20, 10:20] = 1
+    image = torch.rand(1, 3, 32, 32)
+
+    class FineOnly(RecordLoss):
+        def forward(self, outputs, batch):
+            return {"loss": outputs["out"].sigmoid().mean()}
+
+    grads = {}
+    for stage in ("S", "I"):
+        nets = stub_nets((12, 18, 12, 18))
+        ct.train_step(nets, FineOnly(), image, label, stage, 4, None)["loss"].backward()
+        grads[stage] = nets.saliency.conv2.weight.grad
+    assert grads["S"] is None and grads["I"] is not None and grads["I"].abs().sum() > 0
+
+
+def test_crop_grid_logits_are_not_passed_as_full_slice_logits():
+    """The fine model's stride-4 logits cover the crop: they reach the loss as ``crop_logits`` with the crop's
+    label, never as ``logits`` beside the full-slice label."""
+    label = torch.zeros(1, 3, 64, 64)
+    label[..., 30:34, 40:44] = 1
+    nets = ct.Nets(StubCoarse(None), TinyC2F(6, 3), stub_nets().saliency)
+    loss = RecordLoss()
+    ct.train_step(nets, loss, torch.rand(1, 3, 64, 64), label, "I", 20, None)
+    out, batch = loss.outputs, loss.batches[-1]
+    assert "logits" not in out and out["crop_logits"].shape[-2:] == (11, 11)  # 44 x 44 crop at stride 4
+    assert out["out"].shape == label.shape and torch.equal(batch["label_crop"], label[..., 10:54, 20:64])
+
+
+def test_view_with_fewer_than_three_slices_is_refused(tmp_path):
+    import nibabel as nib
+
+    from medseg.errors import DataError
+
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    affine = np.diag([1.0, 1.0, 5.0, 1.0])
+    nib.save(nib.Nifti1Image(np.zeros((16, 16, 2), np.int16), affine), tmp_path / "imagesTr" / "a_0000.nii.gz")
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 2), np.uint8), affine), tmp_path / "labelsTr" / "a.nii.gz")
+    cases = ct.dataset_cases(tmp_path)
+    with pytest.raises(DataError, match="a_0000.nii.gz: only 2 slice"):
+        ct.load_volumes(cases, ["a"], "axial", (-100, 240))
+    assert len(ct.load_volumes(cases, ["a"], "coronal", (-100, 240))[0].image) == 16
+
+
+# ----------------------------------------------------------------------------------- the loop
+def _stub_trainer(monkeypatch, rec: ct.C2FRecipe, out: Path, values=None, square=None):
+    nets = stub_nets(square)
+    monkeypatch.setattr(ct, "build_nets", lambda r, device="cpu": nets)
+    loss = RecordLoss()
+    monkeypatch.setattr(ct, "create_loss", lambda spec, num_classes=1: loss)
+    stages: list[str] = []
+    real = ct.train_step
+
+    def spy(nets, loss_fn, image, label, stage, margin, rng):
+        stages.append(stage)
+        return real(nets, loss_fn, image, label, stage, margin, rng)
+
+    monkeypatch.setattr(ct, "train_step", spy)
+    seq = iter(values or [])
+    validate = (lambda t: next(seq)) if values is not None else (lambda t: 0.5)
+    loss.nets = nets
+    return loss, stages, validate
+
+
+def test_stage_switch_and_loss_epoch_at_configured_epochs(monkeypatch, data_root, tmp_path):
+    rec = recipe(data_root, tmp_path, stages={"s": 1, "j_from": 3}, train={"epochs": 4, "max_steps_per_epoch": 2})
+    loss, stages, validate = _stub_trainer(monkeypatch, rec, tmp_path)
+    result = ct.train_view(rec, "axial", validate_fn=validate, echo=None)
+    assert result["status"] == "finished" and result["epochs"] == 4
+    assert stages == ["S", "S", "I", "I", "I", "I", "J", "J"]
+    assert loss.epochs == [0, 1, 2, 3] and loss.nets.fine.epochs == [0, 1, 2, 3]  # loss and MLN-style nets
+    rows = list(csv.DictReader(open(tmp_path / "t" / "axial" / "logs" / "epochs.csv")))
+    assert [r["stage"] for r in rows] == ["S", "I", "I", "J"]
+    # the optimiser trained each epoch at the schedule's rate (lr 1e-3, halving from 2, reset at 3)
+    assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-3, 1e-3, 1e-3])
+
+
+def test_optimizer_uses_the_schedule(monkeypatch, data_root, tmp_path):
+    rec = recipe(data_root, tmp_path, schedule={"lr": 0.1, "decay_from": 1, "halve_every": 1, "reset_at": [3]},
+                 train={"epochs": 4, "max_steps_per_epoch": 1})
+    _, _, validate = _stub_trainer(monkeypatch, rec, tmp_path)
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    ct.train_view(rec, "axial", validate_fn=validate, echo=None)
+    assert seen == pytest.approx([0.1, 0.1, 0.05, 0.1])
+
+
+def test_early_stopping_on_validation_dice(monkeypatch, data_root, tmp_path):
+    rec = recipe(data_root, tmp_path, train={"epochs": 10, "max_steps_per_epoch": 1, "patience": 2})
+    _, stages, validate = _stub_trainer(monkeypatch, rec, tmp_path, values=[0.5, 0.6, 0.55, 0.58, 0.9, 0.9])
+    result = ct.train_view(rec, "axial", validate_fn=validate, echo=None)
+    assert result["status"] == "stopped_early" and result["epochs"] == 4 and len(stages) == 4
+    assert result["best_dice"] == 0.6 and result["best_epoch"] == 1
+    best = load_checkpoint(tmp_path / "t" / "axial" / "checkpoints" / "best.pt")
+    assert best["epoch"] == 2 and best["best"]["value"] == 0.6
+    # resuming an early-stopped run does not train further
+    again = ct.train_view(rec, "axial", resume=True, validate_fn=validate, echo=None)
+    assert again["epochs"] == 4 and len(stages) == 4
+
+
+def test_resume_from_epoch_boundary_matches_uninterrupted(data_root, tmp_path):
+    """BN, dropout, random points, jitter; stages S, I, J: 1 epoch + resume == 3 epochs straight."""
+    over = {"train": {"epochs": 3, "max_steps_per_epoch": 3, "jitter": True, "val_rounds": 1}, **TINY}
+    full = recipe(data_root, tmp_path / "a", **over)
+    ct.train_view(full, "axial", validate_fn=lambda t: 0.5, echo=None)
+    part = recipe(data_root, tmp_path / "b", **over)
+    first = ct.ViewTrainer(part, "axial", ct.view_run_dir(part, "axial"), lambda t: 0.5, None)
+    ct._prepare(first.run_dir, part, False, False, False)
+    first.setup(None)
+    assert first.train_epoch()  # one epoch, saved; the process "dies" here
+    ct.train_view(part, "axial", resume=True, validate_fn=lambda t: 0.5, echo=None)
+    a = load_checkpoint(tmp_path / "a" / "t" / "axial" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "t" / "axial" / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for net in ("coarse", "fine", "saliency"):
+        for k, v in a["model"][net].items():
+            assert torch.equal(v, b["model"][net][k]), f"{net}.{k}"
+
+
+@pytest.mark.slow
+def test_few_steps_lower_the_loss(data_root, tmp_path):
+    """The real c2f networks (ResNet-18 + ASPP) on one phantom unit: 2 Adam steps lower the MLL loss."""
+    rec = recipe(data_root, tmp_path)
+    torch.manual_seed(0)
+    nets = ct.build_nets(rec)
+    loss_fn = ct.create_loss(rec.loss.model_dump(), num_classes=1)
+    cases = ct.dataset_cases(data_root)
+    vols = ct.load_volumes(cases, sorted(cases)[:1], "axial", rec.data.window)
+    image, label = ct.unit_tensors(vols[0], int(ct.unit_index(vols, 0.98)[0][1]))
+    opt = torch.optim.Adam(nets.parameters(), lr=1e-3)
+    nets.train(True)
+    losses = []
+    for step in range(3):
+        torch.manual_seed(1)  # same dropout mask and points each step: only the weights change
+        terms = ct.train_step(nets, loss_fn, image, label, "S", 20, None)
+        losses.append(float(terms["loss"].detach()))
+        if step < 2:
+            opt.zero_grad()
+            terms["loss"].backward()
+            opt.step()
+    assert losses[-1] < losses[0] - 0.005, losses
+
+
+def test_training_loop_lowers_the_loss(data_root, tmp_path):
+    """The loop itself (tiny networks, stage S, the Dice-only recipe's loss, whose weights do not change with
+    the epoch): the epoch's mean training loss goes down."""
+    dice_only = {"name": "mll", "kwargs": {"coarse_key": "coarse", "fine_key": "out", "num_points": 32,
+                                           "alpha": {"start": 0.0, "step": 0.0, "max": 0.0},
+                                           "beta": {"from_epoch": 1000}}}
+    rec = recipe(data_root, tmp_path, stages={"s": 6, "j_from": 6}, train={"epochs": 6, "max_steps_per_epoch": 4},
+                 schedule={"lr": 1e-2, "decay_from": 6}, loss=dice_only, **TINY)
+    ct.train_view(rec, "axial", validate_fn=lambda t: 0.5, echo=None)
+    rows = list(csv.DictReader(open(tmp_path / "t" / "axial" / "logs" / "epochs.csv")))
+    losses = [float(r["train_loss"]) for r in rows]
+    assert losses[-1] < losses[0] - 0.02, losses
+
+
+# ------------------------------------------------------------------------------------ bad input
+def test_resume_refuses_another_view_and_foreign_checkpoint(monkeypatch, data_root, tmp_path):
+    rec = recipe(data_root, tmp_path, train={"epochs": 1, "max_steps_per_epoch": 1})
+    _, _, validate = _stub_trainer(monkeypatch, rec, tmp_path)
+    ct.train_view(rec, "axial", validate_fn=validate, echo=None)
+    state = load_checkpoint(tmp_path / "t" / "axial" / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match="trained for the axial view, not coronal"):
+        ct.check_checkpoint(state, "x.pt", "coronal")
+    with pytest.raises(CheckpointError, match="not a coarse-to-fine checkpoint"):
+        ct.check_checkpoint({"model": {}, "config": {}}, "x.pt", "axial")
+    other = recipe(data_root, tmp_path, fine={"name": "unet"})
+    with pytest.raises(CheckpointError, match="networks c2f_coarse\\+c2f_fine"):
+        ct.check_checkpoint(state, "x.pt", "axial", other)
+
+
+def test_recipe_errors_name_the_key(tmp_path):
+    from medseg.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.window"):
+        recipe(tmp_path, tmp_path, data={"root": "x", "window": [240, -100]})
+    with pytest.raises(ConfigError, match="fine.name 'nope'"):
+        recipe(tmp_path, tmp_path, fine={"name": "nope"})
+    with pytest.raises(ConfigError, match="train.epochs"):
+        recipe(tmp_path, tmp_path, train={"epochs": 0})
+
+
+def test_split_per_volume():
+    ids = [f"c{i}" for i in range(8)]
+    train, val = ct.split_cases(ids, ct.C2FSplit(mode="kfold", folds=4, fold=1))
+    assert val == ["c1", "c5"] and sorted(train + val) == ids
+    train, val = ct.split_cases(ids, ct.C2FSplit(mode="random", val=3, seed=0))
+    assert len(val) == 3 and not set(val) & set(train)
