@@ -39,7 +39,7 @@ DATA = Path(os.environ.get("MEDSEG_SHARED_DATA", REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "src"))
 warnings.filterwarnings("ignore")
 
-from _gate import Gate, inject  # noqa: E402
+from _gate import Gate  # noqa: E402
 
 from medseg.metrics import MetricSuite, batch_dice, effort, evaluate_case  # noqa: E402
 

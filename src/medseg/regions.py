@@ -82,11 +82,10 @@ def present_labels(label: Any) -> set[int]:
     return {int(v) for v in np.unique(np.asarray(label)).tolist()}
 
 
-def et_label(label: Any, scheme: str | RegionScheme = "brats", what: str = "label map", case: str = "",
-             present: set[int] | None = None) -> int | None:
+def et_label(label: Any, scheme: str | RegionScheme = "brats", what: str = "label map", case: str = "") -> int | None:
     """The label carrying ET in this map (None when the map has no ET voxel); checks the map's values."""
     sch = get_scheme(scheme)
-    values = present_labels(label) if present is None else present
+    values = present_labels(label)
     bad = sorted(values - set(sch.labels))
     if bad:
         raise DataError(f"{_where(what, case)} holds labels {bad} outside the {sch.name} convention "

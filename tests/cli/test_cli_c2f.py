@@ -3,48 +3,23 @@ recipes validate; bad inputs give one line and write nothing."""
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 import yaml
 
 from medseg.cli import main
 from medseg.engine.c2f_train import load_recipe
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+import c2f_helpers  # noqa: E402,F401  (registers the tiny networks c2f_tiny_coarse / c2f_tiny_fine)
+
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "src" / "medseg" / "recipes" / "mll").glob("*.yaml"))
-
-
-class TinyC2F(nn.Module):
-    """The c2f models' interface at a size a loaded CPU trains in a second (see test_engine_c2f_train.py)."""
-
-    spatial_dims = 2
-
-    def __init__(self, in_channels: int = 3, out_channels: int = 3) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.Dropout2d(0.2), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, out_channels, 1))
-
-    def forward(self, x):
-        logits = self.body(x)
-        return {"out": F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=False),
-                "logits": logits}
-
-
-def _register_tiny() -> None:
-    from medseg.models import MODELS, register_model
-
-    if "c2f_tiny_coarse" not in MODELS:
-        register_model("c2f_tiny_coarse")(lambda in_channels=3, out_channels=3: TinyC2F(in_channels, out_channels))
-        register_model("c2f_tiny_fine")(lambda in_channels=6, out_channels=3: TinyC2F(in_channels, out_channels))
-
-
-_register_tiny()
 
 
 @pytest.fixture(scope="module")

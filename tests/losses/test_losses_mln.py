@@ -44,6 +44,20 @@ def test_sdf_goal_int_label_and_clip():
 
 
 # ----------------------------------------------------------------------------- MLL pixel-term fixes
+@pytest.fixture
+def sampled_shapes(monkeypatch) -> list[tuple[int, ...]]:
+    """The shapes of the logits that the MLL pixel term hands to ``sample_uncertain_points``, in call order."""
+    seen: list[tuple[int, ...]] = []
+    real = mll.sample_uncertain_points
+
+    def spy(logits, *a, **k):
+        seen.append(tuple(logits.shape))
+        return real(logits, *a, **k)
+
+    monkeypatch.setattr(mll, "sample_uncertain_points", spy)
+    return seen
+
+
 def _mll_case():
     gen = torch.Generator().manual_seed(0)
     label = torch.zeros(1, 3, 32, 32)
@@ -54,16 +68,9 @@ def _mll_case():
     return out, label
 
 
-def test_mll_pixel_term_runs_on_the_stride4_logits(monkeypatch):
+def test_mll_pixel_term_runs_on_the_stride4_logits(sampled_shapes):
     out, label = _mll_case()
-    seen = []
-    real = mll.sample_uncertain_points
-
-    def spy(logits, *a, **k):
-        seen.append(tuple(logits.shape))
-        return real(logits, *a, **k)
-
-    monkeypatch.setattr(mll, "sample_uncertain_points", spy)
+    seen = sampled_shapes
     loss = create_loss("mll", num_points=32)
     loss.set_epoch(12)
     batch = prepare_targets({"label": label}, loss.requires, 1)
@@ -210,17 +217,10 @@ def test_mln_in_the_coarse_to_fine_frames():
         assert loss(out, batch)["loss"].item() == pytest.approx(ref, abs=1e-6)
 
 
-def test_mll_pixel_term_reads_the_crop_logits_of_the_coarse_to_fine_step(monkeypatch):
+def test_mll_pixel_term_reads_the_crop_logits_of_the_coarse_to_fine_step(sampled_shapes):
     """The c2f training step passes the fine model's stride-4 crop logits as ``crop_logits`` (``out`` is the
     full slice): the pixel term must sample those, against ``label_crop``."""
-    seen = []
-    real = mll.sample_uncertain_points
-
-    def spy(logits, *a, **k):
-        seen.append(tuple(logits.shape))
-        return real(logits, *a, **k)
-
-    monkeypatch.setattr(mll, "sample_uncertain_points", spy)
+    seen = sampled_shapes
     label, crop = torch.zeros(1, 1, 32, 32), torch.ones(1, 1, 16, 16)
     out = {"coarse": torch.zeros(1, 1, 32, 32), "out": torch.zeros(1, 1, 32, 32),
            "crop_logits": torch.full((1, 1, 4, 4), 5.0)}

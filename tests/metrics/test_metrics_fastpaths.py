@@ -9,7 +9,8 @@
 """
 from __future__ import annotations
 
-import warnings
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,14 +22,11 @@ from skimage.morphology import skeletonize
 
 from medseg.metrics import MetricSuite, distance, effort, hce, saliency
 
+sys.path.insert(0, str(Path(__file__).parent))
+from metrics_helpers import pysod_hce, pysod_meters, pysod_step  # noqa: E402
+
 MAPS = ["mae", "s_measure", "wf_measure", "f_measure_max", "f_measure_mean", "f_measure_adp", "e_measure_max",
         "e_measure_mean", "e_measure_adp", "polyp_mdice", "polyp_miou", "soft_dice"]
-
-
-def _pysod_hce(pred: np.ndarray, gt: np.ndarray) -> float:
-    m = sod.HumanCorrectionEffortMeasure()
-    m.step(pred.astype(np.uint8) * 255, gt.astype(np.uint8) * 255)
-    return float(m.hces[-1])
 
 
 def _big_shapes(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +49,7 @@ def test_hce_above_the_scikit_image_size_matches_pysodmetrics() -> None:
         pred, gt = _big_shapes(rng, 260 + 20 * i, 300)
         rows, cols = np.flatnonzero(gt.any(1)), np.flatnonzero(gt.any(0))
         assert (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1) > effort._SMALL  # our thinning
-        assert hce(pred, gt) == _pysod_hce(pred, gt)
+        assert hce(pred, gt) == pysod_hce(pred, gt)
 
 
 def test_skeleton_hand_off_equals_scikit_image(monkeypatch) -> None:
@@ -96,24 +94,6 @@ def _soft(gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(soft, 0, 1) * 255).astype(np.uint8)
 
 
-def _pysod_maps(pm: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        f = sod.Fmeasure()
-    e, s, w, m = sod.Emeasure(), sod.Smeasure(), sod.WeightedFmeasure(), sod.MAE()
-    v2 = sod.FmeasureV2({"dice": sod.DICEHandler(with_dynamic=True, with_adaptive=False),
-                         "iou": sod.IOUHandler(with_dynamic=True, with_adaptive=False)})
-    gu = gt.astype(np.uint8) * 255
-    for metric in (f, e, s, w, m, v2):
-        metric.step(pm, gu)
-    return {"mae": m.maes[-1], "s_measure": s.sms[-1], "wf_measure": w.weighted_fms[-1],
-            "f_measure_max": f.changeable_fms[-1].max(), "f_measure_mean": f.changeable_fms[-1].mean(),
-            "f_measure_adp": f.adaptive_fms[-1], "e_measure_max": e.changeable_ems[-1].max(),
-            "e_measure_mean": e.changeable_ems[-1].mean(), "e_measure_adp": e.adaptive_ems[-1],
-            "polyp_mdice": v2._metric_handlers["dice"].dynamic_results[-1].mean(),
-            "polyp_miou": v2._metric_handlers["iou"].dynamic_results[-1].mean()}
-
-
 def _cases() -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(7)
     out = []
@@ -135,7 +115,7 @@ def test_byte_maps_match_pysodmetrics() -> None:
     suite = MetricSuite(MAPS)
     for pm, gt in _cases():
         ours = suite(None, gt, prob=pm).values
-        for key, value in _pysod_maps(pm, gt).items():
+        for key, value in pysod_step(pysod_meters(), pm, gt).items():
             if np.isnan(value):  # PySODMetrics' S-measure with an empty block; medseg's float path gives 0 too
                 continue
             assert ours[key] == pytest.approx(value, rel=1e-10, abs=1e-13), key

@@ -1,6 +1,9 @@
 """HCE: PySODMetrics oracle (DIS definition), scikit-image skeleton equality, IFE's 64x64 variant."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import py_sod_metrics as sod
@@ -10,11 +13,8 @@ from skimage.morphology import disk, skeletonize
 from medseg.metrics import hce
 from medseg.metrics.effort import skeleton
 
-
-def _pysod_hce(pred: np.ndarray, gt: np.ndarray) -> float:
-    m = sod.HumanCorrectionEffortMeasure()
-    m.step(pred.astype(np.uint8) * 255, gt.astype(np.uint8) * 255)
-    return float(m.hces[-1])
+sys.path.insert(0, str(Path(__file__).parent))
+from metrics_helpers import pysod_hce  # noqa: E402
 
 
 def _shapes(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,15 +33,15 @@ def test_random_shapes_match_pysodmetrics() -> None:
     rng = np.random.default_rng(0)
     for i in range(8):
         pred, gt = _shapes(rng, 70 + 3 * i, 90)
-        assert hce(pred, gt) == _pysod_hce(pred, gt)
+        assert hce(pred, gt) == pysod_hce(pred, gt)
     empty = np.zeros((40, 40), bool)
     pred, _ = _shapes(rng, 40, 40)
-    assert hce(pred, empty) == _pysod_hce(pred, empty)
-    assert hce(empty, pred) == _pysod_hce(empty, pred)
+    assert hce(pred, empty) == pysod_hce(pred, empty)
+    assert hce(empty, pred) == pysod_hce(empty, pred)
     assert hce(empty, empty) == 0.0
     edge = np.zeros((40, 40), bool)
     edge[0:12, 0:20] = True  # touching the image border
-    assert hce(np.roll(edge, 3, axis=1), edge) == _pysod_hce(np.roll(edge, 3, axis=1), edge)
+    assert hce(np.roll(edge, 3, axis=1), edge) == pysod_hce(np.roll(edge, 3, axis=1), edge)
 
 
 def test_real_kvasir_match_pysodmetrics(real_dataset) -> None:
@@ -50,7 +50,7 @@ def test_real_kvasir_match_pysodmetrics(real_dataset) -> None:
         gt = cv2.imread(str(path), 0) > 128
         soft = cv2.GaussianBlur(gt.astype(np.float32), (0, 0), 6 + 2 * i)
         pred = np.roll(soft, 9, axis=1) > 0.5
-        assert hce(pred, gt) == _pysod_hce(pred, gt)
+        assert hce(pred, gt) == pysod_hce(pred, gt)
 
 
 def test_skeleton_equals_scikit_image() -> None:
@@ -115,4 +115,4 @@ def test_cached_gt_skeleton_is_the_fresh_one() -> None:
     np.testing.assert_array_equal(first, skeletonize(padded))
     np.testing.assert_array_equal(effort.gt_skeleton(padded), first)  # from the cache
     assert len(effort._CACHE) == 1
-    assert hce(pred, gt) == _pysod_hce(pred, gt) == hce(pred, gt)
+    assert hce(pred, gt) == pysod_hce(pred, gt) == hce(pred, gt)

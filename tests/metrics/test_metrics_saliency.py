@@ -1,15 +1,18 @@
 """SOD / polyp metrics against PySODMetrics (per image and dataset-level curves), MAE compat, edges."""
 from __future__ import annotations
 
-import warnings
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
-import py_sod_metrics as sod
 import pytest
 
 from medseg.metrics import MetricSuite, summarize
 from medseg.metrics.saliency import mae_ife
+
+sys.path.insert(0, str(Path(__file__).parent))
+from metrics_helpers import pysod_meters, pysod_step  # noqa: E402
 
 REL = 1e-6
 MAP_METRICS = ["mae", "s_measure", "wf_measure", "f_measure_max", "f_measure_mean", "f_measure_adp",
@@ -23,23 +26,9 @@ def _soft(gt: np.ndarray, rng: np.random.Generator, shift: int = 5) -> np.ndarra
 
 
 def _pysod(maps: list[np.ndarray], gts: list[np.ndarray]) -> tuple[list[dict], dict]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        f = sod.Fmeasure()
-    e, s, w, m = sod.Emeasure(), sod.Smeasure(), sod.WeightedFmeasure(), sod.MAE()
-    v2 = sod.FmeasureV2({"dice": sod.DICEHandler(with_dynamic=True, with_adaptive=False),
-                         "iou": sod.IOUHandler(with_dynamic=True, with_adaptive=False)})
-    per = []
-    for pm, g in zip(maps, gts):
-        gu = g.astype(np.uint8) * 255
-        for metric in (f, e, s, w, m, v2):
-            metric.step(pm, gu)
-        per.append({"mae": m.maes[-1], "s_measure": s.sms[-1], "wf_measure": w.weighted_fms[-1],
-                    "f_measure_max": f.changeable_fms[-1].max(), "f_measure_mean": f.changeable_fms[-1].mean(),
-                    "f_measure_adp": f.adaptive_fms[-1], "e_measure_max": e.changeable_ems[-1].max(),
-                    "e_measure_mean": e.changeable_ems[-1].mean(), "e_measure_adp": e.adaptive_ems[-1],
-                    "polyp_mdice": v2._metric_handlers["dice"].dynamic_results[-1].mean(),
-                    "polyp_miou": v2._metric_handlers["iou"].dynamic_results[-1].mean()})
+    meters = pysod_meters()
+    per = [pysod_step(meters, pm, g) for pm, g in zip(maps, gts)]
+    f, e = meters[:2]
     dataset = {"f_measure_max": f.get_results()["fm"]["curve"].max(), "e_measure_max": e.get_results()["em"]["curve"].max()}
     return per, dataset
 

@@ -19,6 +19,7 @@ from medseg.data.io import check_labels
 from medseg.data.nifti_io import load_nifti
 from medseg.data.resample import to_network_grid
 from medseg.data.splits import split_ids
+from medseg.data.views import window_scale
 from medseg.data.volumes import VolumeDataset
 from medseg.errors import DataError
 
@@ -200,7 +201,7 @@ def normalize_volume(image: np.ndarray, cfg: NiftiConfig, sources: Sequence[str]
         if cfg.ct_scale == "window01":  # RSTN / MLL: clip, then scale the window to [0, 1]
             if cfg.window is None:
                 raise DataError("data.nifti.ct_scale=window01 needs data.nifti.window, e.g. [-100, 240]")
-            return ((np.clip(image, *cfg.window) - cfg.window[0]) / (cfg.window[1] - cfg.window[0])).astype(np.float32)
+            return window_scale(image, cfg.window)
         if cfg.window is not None:
             image = np.clip(image, cfg.window[0], cfg.window[1])
         return ((image - image.mean()) / max(float(image.std()), 1e-6)).astype(np.float32)

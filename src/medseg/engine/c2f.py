@@ -24,6 +24,7 @@ import torch.nn as nn
 from scipy import ndimage
 
 from medseg.data.views import extract_units, reassemble_units
+from medseg.metrics import dice
 from medseg.models.c2f import MARGIN, crop, crop_box, uncrop
 from medseg.modules.saliency import fine_input
 
@@ -53,9 +54,7 @@ def keep_large_components(mask: np.ndarray, ratio: float = 0.5) -> np.ndarray:
 
 def rdsc(a: np.ndarray, b: np.ndarray) -> float:
     """``2|A n B| / (|A| + |B|)`` of two binary masks; 1.0 when both are empty (nothing changed)."""
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    denom = int(a.sum()) + int(b.sum())
-    return 1.0 if denom == 0 else 2.0 * int(np.logical_and(a, b).sum()) / denom
+    return dice(np.asarray(a, dtype=bool), np.asarray(b, dtype=bool))
 
 
 @dataclass

@@ -35,8 +35,9 @@ from medseg.errors import CheckpointError, DataError, UserError
 CASES_CSV = "c2f_cases.csv"
 
 
-def _view_folders(run: Path, views: Sequence[str] | None) -> list[tuple[str, Path]]:
-    """``(view, folder)`` pairs to load: the run's view sub-folders, or the run itself when it is one view."""
+def _view_folders(run: Path, views: Sequence[str] | None) -> list[tuple[str, Path, dict[str, Any] | None]]:
+    """``(view, folder, state)`` to load: the run's view sub-folders, or the run itself when it is one view
+    (``state`` is then its checkpoint, already read to learn the view; None otherwise)."""
     if not run.is_dir():
         raise CheckpointError(f"--run {run}: no such folder (give the folder `medseg c2f train` wrote)")
     if (run / "checkpoints").is_dir():  # a single view's folder: its checkpoint says which view
@@ -47,14 +48,14 @@ def _view_folders(run: Path, views: Sequence[str] | None) -> list[tuple[str, Pat
             if v != own:
                 raise CheckpointError(f"--run {run} was trained for the {own} view, not {v}; give the run's parent "
                                       f"folder or train it: medseg c2f train RECIPE --view {v}")
-        return [(own, run)]
-    found = [(v, run / v) for v in VIEWS if (run / v / "checkpoints").is_dir()]
+        return [(own, run, state)]
+    found = [(v, run / v, None) for v in VIEWS if (run / v / "checkpoints").is_dir()]
     if views:
         missing = [v for v in views if not (run / v / "checkpoints").is_dir()]
         if missing:
             raise CheckpointError(f"--run {run} has no trained {', '.join(missing)} view (no {run / missing[0]}/"
                                   f"checkpoints); train it: medseg c2f train RECIPE --view {missing[0]}")
-        found = [(v, run / v) for v in views]
+        found = [(v, run / v, None) for v in views]
     if not found:
         raise CheckpointError(f"--run {run} holds no coarse-to-fine run (no <view>/checkpoints/ folder); give the "
                               "folder `medseg c2f train` wrote, e.g. runs/mll_phantom")
@@ -66,9 +67,10 @@ def load_run(run: str | Path, views: Sequence[str] | None = None,
     """Each view's networks (eval mode) and the recipe of the run; all views must share window and networks."""
     nets: dict[str, Nets] = {}
     recipe: C2FRecipe | None = None
-    for view, folder in _view_folders(Path(run), views):
+    for view, folder, state in _view_folders(Path(run), views):
         path = ckpt.resolve_checkpoint(folder, "best")
-        state = ckpt.load_checkpoint(path, trust=False)
+        if state is None:
+            state = ckpt.load_checkpoint(path, trust=False)
         check_checkpoint(state, str(path), view)
         r = validate_recipe(ckpt.checkpoint_config(state, path), str(path))
         check_checkpoint(state, str(path), view, r)

@@ -45,13 +45,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medseg.config import ConfigError
+from medseg.data.splits import _permute
 from medseg.data.views import VIEWS, load_case, training_slices, view_axis
 from medseg.engine import checkpoint as ckpt
 from medseg.engine.c2f import ViewModels, segment_volume
 from medseg.engine.logs import RunLogger, environment_record
-from medseg.engine.runtime import pick_device
+from medseg.engine.runtime import pick_device, seed_everything
 from medseg.errors import CheckpointError, DataError, TrainingError
 from medseg.losses import create_loss
+from medseg.metrics import dice
 from medseg.models import create_model
 from medseg.models.c2f import crop, crop_box, uncrop
 from medseg.modules.saliency import SaliencyTransform, fine_input
@@ -255,8 +257,7 @@ def split_cases(ids: list[str], split: C2FSplit) -> tuple[list[str], list[str]]:
     else:
         if split.val >= len(ids):
             raise DataError(f"data.split.val = {split.val} leaves no training case out of {len(ids)}")
-        order = np.random.default_rng(split.seed).permutation(len(ids))
-        val = sorted(ids[i] for i in order[:split.val])
+        val = sorted(_permute(ids, split.seed)[:split.val])
     return [c for c in ids if c not in val], val
 
 
@@ -387,13 +388,6 @@ def train_step(nets: Nets, loss_fn: nn.Module, image: torch.Tensor, label: torch
 
 
 # ------------------------------------------------------------------------------------------- validation
-def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Per-volume DSC; 1.0 when both are empty."""
-    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
-    denom = int(pred.sum()) + int(truth.sum())
-    return 1.0 if denom == 0 else 2.0 * int((pred & truth).sum()) / denom
-
-
 def validate_view(nets: Nets, volumes: list[Volume], rounds: int, margin: int,
                   device: torch.device | str = "cpu") -> float:
     """Mean per-volume DSC of Algorithm 1 run with this view alone (``rounds`` fine rounds at most)."""
@@ -402,7 +396,7 @@ def validate_view(nets: Nets, volumes: list[Volume], rounds: int, margin: int,
     for vol in volumes:
         result, _ = segment_volume(vol.image, [nets.view_models(vol.axis)], max_rounds=rounds, margin=margin,
                                    device=device)
-        scores.append(dice_score(result.mask, vol.label))
+        scores.append(dice(result.mask, vol.label))  # per volume; 1.0 when both are empty
     nets.train(True)
     return float(np.mean(scores)) if scores else float("nan")
 
@@ -425,8 +419,7 @@ class ViewTrainer:
     def setup(self, state: dict[str, Any] | None) -> None:
         r = self.recipe
         self.device = pick_device(r.train.device)
-        torch.manual_seed(r.train.seed)
-        np.random.seed(r.train.seed % 2**32)
+        seed_everything(r.train.seed)
         self.nets = build_nets(r, self.device)
         self.loss_fn = create_loss(r.loss.model_dump(), num_classes=1).to(self.device)
         self.optimizer = torch.optim.Adam(self.nets.parameters(), lr=r.schedule.lr, weight_decay=r.train.weight_decay)

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from medseg.config import ConfigError, RunConfig, build_config, config_diff, dump_config
+from medseg.config import ConfigError, RunConfig, build_config, config_diff, dump_config, model_kwargs
 from medseg.engine import checkpoint as ckpt
 from medseg.engine.infer import case_logits, labels_from_probabilities, probabilities
 from medseg.engine.logs import RunLogger, environment_record, memory_mb
@@ -41,18 +41,8 @@ from medseg.models import create_model
 
 # ----------------------------------------------------------------------------- construction
 def build_model(cfg: RunConfig) -> nn.Module:
-    """The model of a config; ``in_channels``/``out_channels`` default to the data's."""
-    import inspect
-
-    from medseg.models import MODELS
-
-    kwargs = dict(cfg.model.kwargs)
-    params = inspect.signature(MODELS.get(cfg.model.name)).parameters
-    if "in_channels" in params:
-        kwargs.setdefault("in_channels", cfg.data.in_channels)
-    if "out_channels" in params:
-        kwargs.setdefault("out_channels", cfg.data.num_classes)
-    return create_model(cfg.model.name, **kwargs)
+    """The model of a config; ``in_channels``/``out_channels`` default to the data's (:func:`model_kwargs`)."""
+    return create_model(cfg.model.name, **model_kwargs(cfg))
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from medseg.metrics.suite import SPECS, CaseResult, MetricSuite, resolve_names, summarize
+from medseg.metrics.suite import SPECS, CaseResult, MetricSuite, _to_numpy, resolve_names, summarize
 from medseg.regions import REGION_NAMES, get_scheme, region_masks
 
 ALWAYS = ("dice", "hd95")
@@ -62,21 +62,17 @@ class RegionSuite:
 
     def __call__(self, pred: Any, gt: Any, prob: Any = None, spacing: Sequence[float] | float | None = None,
                  case: str = "") -> RegionCaseResult:
-        pred_masks, _ = region_masks(_numpy(pred), self.scheme, "prediction", case)
-        gt_masks, gt_has_et = region_masks(_numpy(gt), self.scheme, "ground truth", case)
+        pred_masks, _ = region_masks(_to_numpy(pred), self.scheme, "prediction", case)
+        gt_masks, gt_has_et = region_masks(_to_numpy(gt), self.scheme, "ground truth", case)
+        scores = [self.inner(pred_masks[i], gt_masks[i], spacing=spacing, case=case).values
+                  for i in range(len(REGION_NAMES))]
         values: dict[str, float] = {}
-        per_region: dict[str, list[float]] = {n: [] for n in self.names}
-        for i, region in enumerate(REGION_NAMES):
-            result = self.inner(pred_masks[i], gt_masks[i], spacing=spacing, case=case)
-            for name in self.names:
-                values[f"{name}_{region}"] = result.values[name]
-                per_region[name].append(result.values[name])
-        for name, vals in per_region.items():
-            finite = [v for v in vals if not np.isnan(v)]
+        for name in self.names:  # the plain names first: the mean over the regions
+            finite = [r[name] for r in scores if not np.isnan(r[name])]
             values[name] = float(np.mean(finite)) if finite else float("nan")
+        values.update({f"{name}_{region}": r[name] for region, r in zip(REGION_NAMES, scores) for name in self.names})
         notes = [] if gt_has_et else [no_et_note(case, self.scheme.name)]
-        return RegionCaseResult(case, {**{n: values[n] for n in self.names}, **{
-            k: v for k, v in values.items() if k not in self.names}}, notes=notes)
+        return RegionCaseResult(case, values, notes=notes)
 
     def summarize(self, results: Sequence[CaseResult]) -> dict[str, Any]:
         """:func:`~medseg.metrics.suite.summarize`, plus the scheme, the cases without ET and their notes."""
@@ -100,9 +96,3 @@ def region_metrics(pred: Any, gt: Any, regions: str = "brats", metrics: str | It
                    spacing: Sequence[float] | float | None = None, case: str = "", **options: Any) -> dict[str, float]:
     """Per-region values of one case: ``{"dice_WT": ..., "hd95_WT": ..., ..., "dice": mean}``."""
     return RegionSuite(regions, metrics, **options)(pred, gt, spacing=spacing, case=case).values
-
-
-def _numpy(x: Any) -> np.ndarray:
-    if type(x).__module__.startswith("torch"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)

@@ -28,6 +28,7 @@ import yaml
 
 from medseg.errors import UserError
 from medseg.report import figures as figs
+from medseg.report.per_dataset import group_means
 
 SECTIONS = ("summary", "training", "cases", "overlays", "saliency", "groups", "comparison")
 ComparisonHook = Callable[[Sequence["Source"]], str]
@@ -320,10 +321,9 @@ def mean_curves(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.
 def group_tables(src: Source, metric: str) -> dict[str, dict[str, dict[str, float]]]:
     """``level -> group -> stats`` of ``metric``: per dataset, per class (``metric_<k>``) and per region."""
     out: dict[str, dict[str, dict[str, float]]] = {}
-    values = src.values(metric)
     datasets = [r.get("dataset") or "" for r in src.per_case]
     if "dataset" in src.per_case[0] and any(datasets):
-        out["dataset"] = {d: _stats(values[[x == d for x in datasets]]) for d in sorted(set(datasets))}
+        out["dataset"] = group_means(src.per_case, metric, lambda r: r.get("dataset") or "")
     classes = [c for c in src.metric_columns if re.fullmatch(rf"{re.escape(metric)}_\d+", c)]
     if classes:
         out["class"] = {c.rsplit("_", 1)[1]: _stats(src.values(c)) for c in classes}
