@@ -16,6 +16,7 @@ import numpy as np
 
 from medseg.errors import DataError
 from medseg.masks import CLI_FIXES, binary_mask
+from medseg.metrics.saliency import ByteMap
 
 MASK_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".nii", ".nii.gz")
 _JPEG_NOISE = 32
@@ -123,7 +124,8 @@ def _one_channel(arr: np.ndarray, path: Path) -> np.ndarray:
 
 
 def as_prediction(arr: np.ndarray, num_classes: int, threshold: float, case: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(mask_or_labels, prob_or_None)`` of a prediction file (see the module docstring)."""
+    """``(mask_or_labels, prob_or_None)`` of a prediction file (see the module docstring); an 8-bit map is
+    returned as its bytes (value ``byte / 255``), a float map as float64."""
     if num_classes > 1:
         return _labels(arr, num_classes, "prediction", case), None
     if arr.dtype == bool:
@@ -139,7 +141,8 @@ def as_prediction(arr: np.ndarray, num_classes: int, threshold: float, case: str
         if values is not None and values.size <= 16 and values.max() < 16:
             raise DataError(f"case '{case}': the prediction holds the labels {values.tolist()}: a label map, not a "
                             f"binary mask or probability map; pass --num-classes K for label maps")
-        prob = arr / 255.0
+        # the bytes go on as the map: MetricSuite scores 8-bit maps from their byte histograms (saliency.ByteMap)
+        return ByteMap(arr).above(threshold), arr
     elif arr.dtype.kind == "f":
         lo, hi = float(arr.min()), float(arr.max())
         if lo < 0 or hi > 1:
