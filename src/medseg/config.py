@@ -83,6 +83,9 @@ class NiftiConfig(Strict):
     target_spacing: list[float] | None = None  # mm per axis after orientation, e.g. [1, 1, 1] (CWCD)
     oversample: Literal["foreground", "classes"] = "foreground"  # fg_oversample centres: any foreground voxel, or a class drawn uniformly among those present, then a voxel of it
     geometry_tol: float = Field(1e-3, gt=0)  # image vs label (and channel) affines: max abs difference (mm) allowed
+    # train on BraTS regions: each label map becomes float WT/TC/ET channels for 3 sigmoid outputs (num_classes 3,
+    # a sigmoid loss such as dice_bce); scored as regions, no argmax (docs/cwcd.md, region training)
+    regions: Literal["brats", "brats2015"] | None = None
 
 
 class Augment3DConfig(Strict):
@@ -109,7 +112,7 @@ class Augment3DConfig(Strict):
 class DataConfig(Strict):
     """Where the cases come from and how they become batches."""
 
-    kind: Literal["synthetic2d", "synthetic3d", "folder2d", "nifti", "mixture"] = "synthetic2d"
+    kind: str = "synthetic2d"  # a registered data kind (medseg.data.registry): synthetic2d, folder2d, nifti, ...
     name: str | None = None  # dataset name in each sample's meta (default: kind or the root folder name)
     modality: str | None = None  # free text in meta (e.g. "CT", "endoscopy"); mixture metrics group by it
     weight: float = Field(1.0, ge=0)  # sampling weight when this config is a mixture member
@@ -134,6 +137,16 @@ class DataConfig(Strict):
     batch_size: int = Field(8, ge=1)
     num_workers: int = Field(0, ge=0)
     cache: bool = True
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        from medseg.data.registry import DATA_KINDS
+        from medseg.registry import unknown_name_message
+
+        if v not in DATA_KINDS:
+            raise ValueError(unknown_name_message("data kind", v, DATA_KINDS.names()))
+        return v.lower()
 
     @field_validator("image_size")
     @classmethod
@@ -222,7 +235,9 @@ class RunConfig(Strict):
     @property
     def spatial_dims(self) -> int:
         """Dimensionality of the model input: 3 for volumes (unless sliced along an axis), else 2."""
-        volumes = self.data.kind in ("synthetic3d", "nifti") and self.data.nifti.slice_axis is None
+        from medseg.data.registry import gives_volumes
+
+        volumes = gives_volumes(self.data.kind) and self.data.nifti.slice_axis is None
         return 3 if volumes else 2
 
 
@@ -316,6 +331,7 @@ def check_components(cfg: RunConfig) -> None:
     _check_loss(cfg)
     _check_metrics(cfg)
     _check_data(cfg)
+    _check_region_training(cfg)
 
 
 def _check_model(cfg: RunConfig) -> None:
@@ -384,17 +400,20 @@ def model_spatial_dims(cfg: RunConfig) -> int | None:
 
 
 def _dims_message(cfg: RunConfig, model_dims: int) -> str:
+    from medseg.data.registry import gives_volumes
+
     data = f"data.kind '{cfg.data.kind}'"
+    volume_kind = gives_volumes(cfg.data.kind)
     if cfg.spatial_dims == 3:
         return (f"model '{cfg.model.name}' is {model_dims}-D but {data} gives 3-D volumes (image_size "
                 f"{cfg.data.image_size}, no data.nifti.slice_axis): use a 3-D model (model.name: unet3d, or "
                 "nnunet with a 3-entry model.kwargs.patch_size), or set data.nifti.slice_axis: 0, 1 or 2 to "
                 "train the 2-D model on slices")
     return (f"model '{cfg.model.name}' is {model_dims}-D but {data} gives 2-D images"
-            + (" (slices along data.nifti.slice_axis)" if cfg.data.kind in ("nifti", "synthetic3d") else "")
+            + (" (slices along data.nifti.slice_axis)" if volume_kind else "")
             + ": use a 2-D model (e.g. model.name: unet, or nnunet with a 2-entry model.kwargs.patch_size)"
             + (", or unset data.nifti.slice_axis to train on whole volumes"
-               if cfg.data.kind in ("nifti", "synthetic3d") else ""))
+               if volume_kind else ""))
 
 
 def _check_loss(cfg: RunConfig) -> None:
@@ -447,6 +466,51 @@ def _check_data(cfg: RunConfig) -> None:
             member_config(data, entry, i)
         except (UserError, ValueError) as err:
             raise ConfigError(f"config key 'data.datasets[{i}]': {err}") from None
+
+
+def _check_region_training(cfg: RunConfig) -> None:
+    """``data.nifti.regions``: 3 sigmoid outputs (WT, TC, ET) trained on float region targets by a loss that
+    takes them, and scored as regions (``eval.regions`` filled in with the same scheme)."""
+    scheme = cfg.data.nifti.regions
+    if scheme is None:
+        return
+    key = "config key 'data.nifti.regions'"
+    if cfg.data.kind != "nifti" or cfg.data.nifti.slice_axis is not None:
+        raise ConfigError(f"{key} ({scheme}) needs 3-D NIfTI volumes: set data.kind: nifti and no "
+                          f"data.nifti.slice_axis, or remove data.nifti.regions")
+    if cfg.data.num_classes != 3:
+        raise ConfigError(f"config key 'data.num_classes': data.nifti.regions trains 3 sigmoid region channels "
+                          f"(WT, TC, ET); set data.num_classes: 3 (got {cfg.data.num_classes}), or remove "
+                          f"data.nifti.regions to train a softmax over the labels")
+    out = model_kwargs(cfg).get("out_channels", 3)
+    if out != 3:
+        raise ConfigError(f"config key 'model.kwargs.out_channels': data.nifti.regions needs 3 outputs (WT, TC, "
+                          f"ET), got {out}; remove it (it defaults to data.num_classes) or set 3")
+    if cfg.eval.regions not in (None, scheme):
+        raise ConfigError(f"config key 'eval.regions': '{cfg.eval.regions}' differs from data.nifti.regions "
+                          f"'{scheme}'; region outputs are scored with the scheme they were trained on: set "
+                          f"eval.regions: {scheme}")
+    _probe_region_loss(cfg)
+    cfg.eval.regions = scheme
+
+
+def _probe_region_loss(cfg: RunConfig) -> None:
+    """One forward of the loss on 3 logit channels and float WT/TC/ET targets: a softmax loss refuses them."""
+    import torch
+
+    from medseg.losses import create_loss
+    from medseg.ops import prepare_targets
+
+    loss = create_loss(cfg.loss, num_classes=3)
+    batch = {"label": torch.tensor([0.0, 1.0]).repeat(32).reshape(1, 1, 4, 4, 4).expand(1, 3, 4, 4, 4).clone()}
+    try:
+        prepare_targets(batch, set(getattr(loss, "requires", set()) or set()), num_classes=3)
+        loss(torch.zeros(1, 3, 4, 4, 4), batch)
+    except (UserError, ValueError, KeyError, RuntimeError) as err:
+        name = cfg.loss if isinstance(cfg.loss, str) else getattr(cfg.loss, "name", "the loss list")
+        raise ConfigError(f"config key 'loss': data.nifti.regions trains 3 sigmoid channels on float WT/TC/ET "
+                          f"targets, which loss '{name}' cannot use (a softmax loss needs class labels): {err}. "
+                          f"Use a sigmoid loss, e.g. loss: dice_bce, or remove data.nifti.regions") from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

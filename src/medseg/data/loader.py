@@ -28,30 +28,15 @@ _MEMO_SIZE = 6
 
 
 def build_dataset(cfg: DataConfig, split: str) -> Dataset:
-    """The ``Dataset`` of ``split`` ("train", "val" or "test") for ``cfg.kind``.
+    """The ``Dataset`` of ``split`` ("train", "val" or "test") for ``cfg.kind`` (``medseg.data.registry``).
 
     Items are sample dicts (``image``, ``label``, ``meta``); see ``medseg.data`` for the layout per kind.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
-    kind = cfg.kind
-    if kind == "synthetic2d":
-        from medseg.data.datasets2d import Synthetic2D
+    from medseg.data.registry import create_dataset
 
-        return Synthetic2D(cfg, split)
-    if kind == "folder2d":
-        from medseg.data.datasets2d import Folder2D
-
-        return Folder2D(cfg, split)
-    if kind in ("nifti", "synthetic3d"):
-        from medseg.data.volumes import build_volume_dataset
-
-        return build_volume_dataset(cfg, split)
-    if kind == "mixture":
-        from medseg.data.mixture import Mixture
-
-        return Mixture(cfg, split)
-    raise ValueError(f"unknown data.kind '{kind}'")
+    return create_dataset(cfg, split)
 
 
 def cached_dataset(cfg: DataConfig, split: str) -> Dataset:

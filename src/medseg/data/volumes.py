@@ -312,12 +312,3 @@ class Synthetic3D(VolumeDataset):
             "affine": np.eye(4).tolist(),
         }
         return image, label.astype(np.int64), meta
-
-
-def build_volume_dataset(cfg: DataConfig, split: str) -> VolumeDataset:
-    """``NiftiVolumes`` for kind ``nifti``, ``Synthetic3D`` for ``synthetic3d``."""
-    if cfg.kind == "nifti":
-        from medseg.data.nifti import NiftiVolumes
-
-        return NiftiVolumes(cfg, split)
-    return Synthetic3D(cfg, split)

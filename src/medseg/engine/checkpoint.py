@@ -121,7 +121,12 @@ def checkpoint_config(state: dict[str, Any], path: str | Path) -> dict[str, Any]
 
 
 def _torch_load(path: Path, map_location: str | torch.device, trust: bool) -> Any:
-    if trust:
+    """``torch.load`` of ``path``: weights-only with the legacy NumPy allowlist, unless ``trust``.
+
+    ``trust`` is True only when the user asked for it explicitly (``--trust-checkpoint`` on the command line,
+    ``trust=True`` in Python; every caller defaults to False): full unpickling can run code stored in the file,
+    so it is never reached by default (tests/engine/test_engine_checkpoint_safety.py keeps that)."""
+    if trust:  # explicit opt-in only (see the docstring); the default path below never unpickles code
         return torch.load(path, map_location=map_location, weights_only=False)
     with torch.serialization.safe_globals(_legacy_numpy_globals()):
         return torch.load(path, map_location=map_location, weights_only=True)

@@ -54,7 +54,9 @@ def count_cases(cfg: RunConfig) -> list[str]:
     """Every case id of the dataset (all splits), as the data layer lists them."""
     from medseg.data import build_dataset
 
-    if cfg.data.kind in ("synthetic2d", "synthetic3d"):
+    from medseg.data.registry import is_divisible
+
+    if not is_divisible(cfg.data.kind):
         raise ConfigError(f"cross-validation needs a dataset whose cases data.split divides (folder2d, nifti, "
                           f"mixture); data.kind '{cfg.data.kind}' has fixed train/val/test cases")
     everything = with_updates(cfg, {"data.split.mode": "fixed"})
