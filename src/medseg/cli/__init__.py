@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Example: medseg demo --output runs/demo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="show warnings and errors only")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="also show debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if mod.name.startswith("_"):
@@ -32,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
+    from medseg.log import configure
+
+    configure(args.verbose - args.quiet)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from medseg.config import RunConfig, build_config
+from medseg.log import logger as log
 
 DEMO_CONFIG: dict[str, Any] = {
     "name": "demo",
@@ -70,5 +71,5 @@ def run_demo(output: str | Path = "runs/demo", epochs: int | None = None) -> dic
         f"predictions/test/*.png, predictions/from_png/ ({len(written)} masks from `medseg predict`)",
         "=" * 64,
     ]
-    print("\n".join(lines))
+    log.info("\n".join(lines))
     return {"train": result, "test": summary, "seconds": elapsed, "test_dice": dice}

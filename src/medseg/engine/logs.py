@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from medseg.engine.checkpoint import atomic_write_text
+from medseg.log import logger as log
 
 
 class RunLogger:
@@ -35,7 +36,7 @@ class RunLogger:
 
                 self._tb = SummaryWriter(str(self.dir / "tensorboard"))
             except Exception as err:  # tensorboard not installed
-                print(f"note: TensorBoard disabled ({err}); pip install tensorboard", file=sys.stderr)
+                log.warning(f"TensorBoard disabled ({err}); pip install tensorboard")
 
     def resume(self, upto_epoch: int, upto_step: int) -> None:
         """Drop records written after the checkpoint being resumed (they will be written again)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import math
 import shutil
 import signal
@@ -34,6 +33,7 @@ from medseg.engine.optim import build_optimizer, build_scheduler, freeze_encoder
 from medseg.engine.runtime import (Runtime, eval_mode, init_distributed, make_runtime, memory_format,
                                    rng_state, seed_everything, set_rng_state)
 from medseg.errors import CheckpointError, TrainingError
+from medseg.log import logger as log
 from medseg.losses import create_loss
 from medseg.metrics import batch_dice
 from medseg.models import create_model
@@ -117,10 +117,10 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig, *, resume: bool, overwrite: b
             raise ConfigError("the config differs from the run being resumed:\n  " + "\n  ".join(diff)
                               + "\nresume with the run's own config, or pass --force to accept the changes")
         if diff and is_main:
-            print("resuming with a changed config (--force):\n  " + "\n  ".join(diff))
+            log.info("resuming with a changed config (--force):\n  " + "\n  ".join(diff))
         if resume_from is not None and is_main:
             moved, dest = ckpt.branch_from(source, state)
-            print(f"resuming from {source} (epoch {state.get('epoch')}, step {state.get('step_in_epoch', 0)})"
+            log.info(f"resuming from {source} (epoch {state.get('epoch')}, step {state.get('step_in_epoch', 0)})"
                   + (f"; the later checkpoints {', '.join(p.name for p in moved)} were moved to {dest}"
                      if moved else ""))
         return state
@@ -131,7 +131,7 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig, *, resume: bool, overwrite: b
         for sub in ("checkpoints", "logs", "predictions", "metrics"):
             shutil.rmtree(run_dir / sub, ignore_errors=True)
     elif is_main and ((run_dir / "config.yaml").is_file() or (run_dir / "logs").is_dir()):
-        print(f"note: {run_dir} holds no checkpoint (an earlier start stopped before saving one); "
+        log.info(f"note: {run_dir} holds no checkpoint (an earlier start stopped before saving one); "
               "starting the run there afresh")
         shutil.rmtree(run_dir / "logs", ignore_errors=True)
     return None
@@ -155,8 +155,8 @@ class StopFlag:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
-        print(f"\n{self.requested} received: saving a checkpoint after the next optimiser step "
-              "(Ctrl-C again to abort without saving)", flush=True)
+        log.info(f"\n{self.requested} received: saving a checkpoint after the next optimiser step "
+              "(Ctrl-C again to abort without saving)")
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
@@ -295,14 +295,14 @@ class Trainer:
                     self.save()
                     status = "interrupted"
                     if rt.is_main:
-                        print(f"checkpoint saved to {self.ckpt_dir / 'last.pt'} (epoch {self.epoch}, step "
+                        log.info(f"checkpoint saved to {self.ckpt_dir / 'last.pt'} (epoch {self.epoch}, step "
                               f"{self.step_in_epoch}); continue with: medseg train --resume {self.run_dir}")
                     break
                 self._end_epoch(steps)
         if status == "finished" and self.epoch < cfg.train.epochs:
             status = "paused"
             if rt.is_main:
-                print(f"stopped after train.session_epochs; continue with: medseg train --resume {self.run_dir}")
+                log.info(f"stopped after train.session_epochs; continue with: medseg train --resume {self.run_dir}")
         bar.close()
         self.logger.close()
         return {"run_dir": str(self.run_dir), "status": status, "best_metric": self.best["value"],
@@ -523,9 +523,14 @@ def validate(model: nn.Module, cfg: RunConfig, rt: Runtime, loss_fn: nn.Module |
             loss = float("nan")
             if loss_fn is not None:
                 loss = validation_loss(loss_fn, logits, {**batch, "label": label}, cfg.data.num_classes)
-            pred = labels_from_probabilities(probabilities(logits), cfg.eval.threshold)
-            gt = label[:, 0].long() if cfg.data.num_classes == 1 else label.long()
-            dice = batch_dice(pred, gt, cfg.data.num_classes).cpu().numpy()
+            if cfg.data.nifti.regions:  # sigmoid WT/TC/ET outputs vs region targets, no argmax (docs/cwcd.md)
+                from medseg.metrics.regions import region_batch_dice
+
+                dice = region_batch_dice(torch.sigmoid(logits) >= cfg.eval.threshold, label > 0.5).cpu().numpy()
+            else:
+                pred = labels_from_probabilities(probabilities(logits), cfg.eval.threshold)
+                gt = label[:, 0].long() if cfg.data.num_classes == 1 else label.long()
+                dice = batch_dice(pred, gt, cfg.data.num_classes).cpu().numpy()
             for m, d in zip(batch["meta"], dice):
                 rows.append((str(m.get("id")), [float(x) for x in d], loss))
     if rt.distributed:
@@ -568,7 +573,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool
             dist.barrier()
         trainer = Trainer(cfg, run_dir, rt, state)
         if rt.is_main and cfg.train.progress:
-            print(f"training {cfg.model.name} on {cfg.data.kind} ({rt.describe()}) -> {run_dir}")
+            log.info(f"training {cfg.model.name} on {cfg.data.kind} ({rt.describe()}) -> {run_dir}")
         result = trainer.fit()
         if rt.distributed:
             dist.barrier()
