@@ -18,16 +18,6 @@ from medseg.losses._common import (LossInputError, Target, as_float, check_reduc
 from medseg.ops.targets import target_key
 
 
-def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None, reduction: str) -> torch.Tensor:
-    """``Σ w·v / Σ w`` (``mean``), ``Σ w·v`` (``sum``) or ``w·v`` (``none``)."""
-    if weights is None:
-        return reduce(values, reduction)
-    weighted = values * weights
-    if reduction == "mean":
-        return weighted.sum() / weights.sum().clamp_min(1e-12)
-    return reduce(weighted, reduction)
-
-
 def voxel_ce(logits: torch.Tensor, target: Target, class_weight: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-voxel CE (softmax) or BCE (sigmoid) and the per-voxel normaliser (class weight x valid)."""
