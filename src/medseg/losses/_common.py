@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -143,6 +143,30 @@ def need_target(batch: dict, key: str, loss: str, what: str, like: torch.Tensor 
         raise LossInputError(f"loss '{loss}': batch['{key}'] has shape {tuple(value.shape)} but the outputs "
                              f"are {tuple(like.shape)} (same batch and spatial size expected)")
     return value
+
+
+def dice_sums(prob: torch.Tensor, truth: torch.Tensor, dims: Sequence[int]
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(Σ p·t, Σ p, Σ t)`` over ``dims`` (all of them when ``dims`` covers every axis: 0-d tensors)."""
+    dims = list(dims)
+    keep = [d for d in range(prob.ndim) if d not in dims]
+    if not keep:
+        return (prob * truth).sum(), prob.sum(), truth.sum()
+    return (prob * truth).sum(dims), prob.sum(dims), truth.sum(dims)
+
+
+def dice_from_sums(tp: torch.Tensor, ps: torch.Tensor, ts: torch.Tensor, smooth_nr: float = 1e-5,
+                   smooth_dr: float | None = None) -> torch.Tensor:
+    """Soft Dice coefficient ``(2·tp + s_nr) / (Σp + Σt + s_dr)`` (Milletari et al., V-Net, 3DV 2016);
+    ``s_dr`` defaults to ``s_nr``."""
+    return (2 * tp + smooth_nr) / (ps + ts + (smooth_nr if smooth_dr is None else smooth_dr))
+
+
+def soft_dice(prob: torch.Tensor, truth: torch.Tensor, dims: Sequence[int], smooth_nr: float = 1e-5,
+              smooth_dr: float | None = None) -> torch.Tensor:
+    """The one soft-Dice kernel of medseg's losses: ``(2Σ p·t + s_nr) / (Σp + Σt + s_dr)`` summed over
+    ``dims``, one value per remaining index (e.g. ``dims = [0, 2, 3]``: one per channel, batch pooled)."""
+    return dice_from_sums(*dice_sums(prob, truth, dims), smooth_nr, smooth_dr)
 
 
 def resize_like(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:

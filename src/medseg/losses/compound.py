@@ -11,15 +11,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.losses import create_loss, register_loss
-from medseg.losses._common import Schedule, as_float, foreground, get_label, main_logits, prepare_target
+from medseg.losses._common import (Schedule, as_float, foreground, get_label, main_logits, prepare_target,
+                                   soft_dice)
 
 
 def soft_dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1e-5) -> torch.Tensor:
     """``1 - mean_c (2 sum p t + s) / (sum p + sum t + s)``, sums over batch and space per channel."""
-    dims = [0, *range(2, prob.ndim)]
-    inter = (prob * target).sum(dims)
-    denom = prob.sum(dims) + target.sum(dims)
-    return 1 - ((2 * inter + smooth) / (denom + smooth)).mean()
+    return 1 - soft_dice(prob, target, [0, *range(2, prob.ndim)], smooth).mean()
 
 
 @register_loss("dice_bce")

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from medseg.losses import register_loss
 from medseg.losses._common import (LossInputError, as_float, get_label, main_logits, need_target,
-                                   prepare_target)
+                                   prepare_target, soft_dice)
 from medseg.losses.distribution import voxel_ce
 from medseg.ops.targets import target_key
 
@@ -101,9 +101,8 @@ class SeparableDiceLoss(_ContourLoss):
              ) -> torch.Tensor:
         p, t = prob * region, truth * region
         if self.compat:
-            return (2 * (p * t).sum() + self.smooth) / (p.sum() + t.sum() + self.smooth)
-        dims = [0, *range(2, prob.ndim)]
-        per_class = (2 * (p * t).sum(dims) + self.smooth) / (p.sum(dims) + t.sum(dims) + self.smooth)
+            return soft_dice(p, t, range(prob.ndim), self.smooth)
+        per_class = soft_dice(p, t, [0, *range(2, prob.ndim)], self.smooth)
         return (per_class * present).sum() / present.sum().clamp_min(1)
 
     def forward(self, outputs: Any, batch: dict) -> dict[str, torch.Tensor]:

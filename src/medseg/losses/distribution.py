@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from medseg.losses import register_loss
 from medseg.losses._common import (LossInputError, Target, as_float, check_reduction, get_label,
-                                   main_logits, need_target, prepare_target, reduce)
+                                   main_logits, need_target, prepare_target, reduce,
+                                   soft_dice)
 from medseg.ops.targets import target_key
 
 
@@ -175,6 +176,5 @@ class CEDiceLoss(nn.Module):
         prob = torch.sigmoid(logits) if target.binary else logits.softmax(1)[:, 1:]
         onehot = target.onehot if target.binary else target.onehot[:, 1:]
         dims = [0, *range(2, prob.ndim)] if not self.pooled else list(range(prob.ndim))
-        inter, denom = (prob * onehot).sum(dims), prob.sum(dims) + onehot.sum(dims)
-        dice = (1 - (2 * inter + self.smooth) / (denom + self.smooth)).mean()
+        dice = (1 - soft_dice(prob, onehot, dims, self.smooth)).mean()
         return {"loss": self.lambda_ce * ce + self.lambda_dice * dice, "ce": ce, "dice": dice}

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from medseg.losses import register_loss
 from medseg.losses._common import (LossInputError, Schedule, as_float, foreground, get_label, main_logits,
-                                   prepare_target, probabilities)
+                                   prepare_target, probabilities, soft_dice)
 from medseg.losses.boundary import BoundaryLoss
 
 
@@ -107,8 +107,7 @@ class MLLPointLoss(nn.Module):
 
 def region_dice(prob: torch.Tensor, truth: torch.Tensor, smooth: float = 1e-6) -> torch.Tensor:
     """RSTN ``E_R``: ``1 − (2Σ v·p + s)/(Σ(v + p) + s)`` per sample (pooled over channels), batch mean."""
-    dims = list(range(1, prob.ndim))
-    return (1 - (2 * (prob * truth).sum(dims) + smooth) / ((prob + truth).sum(dims) + smooth)).mean()
+    return (1 - soft_dice(prob, truth, range(1, prob.ndim), smooth)).mean()
 
 
 @register_loss("mll")

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from medseg.losses import register_loss
 from medseg.losses._common import (Target, as_float, check_reduction, foreground, get_label, main_logits,
-                                   prepare_target, probabilities, reduce)
+                                   dice_from_sums, dice_sums, prepare_target, probabilities, reduce)
 
 
 def overlap_stats(prob: torch.Tensor, target: torch.Tensor, batch: bool, pooled: bool = False
@@ -26,9 +26,7 @@ def overlap_stats(prob: torch.Tensor, target: torch.Tensor, batch: bool, pooled:
         dims = [0, *dims]
     if pooled:
         dims = sorted({*dims, 1})
-    keep = [d for d in range(prob.ndim) if d not in dims]
-    tp = (prob * target).sum(dims) if keep else (prob * target).sum()
-    return tp, prob.sum(dims) if keep else prob.sum(), target.sum(dims) if keep else target.sum()
+    return dice_sums(prob, target, dims)
 
 
 class _RegionLoss(nn.Module, metaclass=ABCMeta):
@@ -76,7 +74,7 @@ class SoftDiceLoss(_RegionLoss):
     name = "dice"
 
     def score(self, tp: torch.Tensor, ps: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-        return 1 - (2 * tp + self.smooth_nr) / (ps + ts + self.smooth_dr)
+        return 1 - dice_from_sums(tp, ps, ts, self.smooth_nr, self.smooth_dr)
 
 
 @register_loss("iou")
