@@ -24,16 +24,51 @@ Kinds (``cfg.kind``):
   slice as a 2-D item resized to ``image_size`` (``slice_eval: slices``, meta ``slice_index``).
 - ``mixture``: several binary datasets in one, sampled by ``weight``; meta ``dataset`` and ``modality``.
 """
-from medseg.data.datasets2d import Base2D, Folder2D, Synthetic2D, pair_folder
-from medseg.data.io import IMAGE_EXTS, mask_to_binary, mask_to_labels, read_image, read_mask, write_prediction
-from medseg.data.loader import EpochSampler, build_dataset, build_loader, cached_dataset, collate
-from medseg.data.mixture import Mixture
-from medseg.data.nifti import NiftiVolumes, discover, normalize_volume, remap_labels
-from medseg.data.nifti_io import load_nifti, save_nifti
-from medseg.data.splits import read_split_file, split_ids
-from medseg.data.synthetic import make_case
-from medseg.data.transforms import normalize_image, sample_seed, square_pad_widths, to_original_size
-from medseg.data.volumes import Synthetic3D, VolumeDataset, crop_around
+_LAZY = {  # public name -> module: imported on first use, so `import medseg.data.<module>` stays light
+    "Base2D": "medseg.data.datasets2d",
+    "EpochSampler": "medseg.data.loader",
+    "Folder2D": "medseg.data.datasets2d",
+    "IMAGE_EXTS": "medseg.data.io",
+    "Mixture": "medseg.data.mixture",
+    "NiftiVolumes": "medseg.data.nifti",
+    "Synthetic2D": "medseg.data.datasets2d",
+    "Synthetic3D": "medseg.data.volumes",
+    "VolumeDataset": "medseg.data.volumes",
+    "build_dataset": "medseg.data.loader",
+    "build_loader": "medseg.data.loader",
+    "cached_dataset": "medseg.data.loader",
+    "collate": "medseg.data.loader",
+    "crop_around": "medseg.data.volumes",
+    "discover": "medseg.data.nifti",
+    "load_nifti": "medseg.data.nifti_io",
+    "make_case": "medseg.data.synthetic",
+    "mask_to_binary": "medseg.data.io",
+    "mask_to_labels": "medseg.data.io",
+    "normalize_image": "medseg.data.transforms",
+    "normalize_volume": "medseg.data.nifti",
+    "pair_folder": "medseg.data.datasets2d",
+    "read_image": "medseg.data.io",
+    "read_mask": "medseg.data.io",
+    "read_split_file": "medseg.data.splits",
+    "remap_labels": "medseg.data.nifti",
+    "sample_seed": "medseg.data.transforms",
+    "save_nifti": "medseg.data.nifti_io",
+    "split_ids": "medseg.data.splits",
+    "square_pad_widths": "medseg.data.transforms",
+    "to_original_size": "medseg.data.transforms",
+    "write_prediction": "medseg.data.io",
+}
+
+
+def __getattr__(name: str):  # PEP 562: the public API without importing every reader up front
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'medseg.data' has no attribute '{name}'")
+
 
 __all__ = [
     "IMAGE_EXTS",

@@ -18,6 +18,7 @@ after which ``data: {kind: my_kind, ...}`` validates and trains like any other k
 """
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any, Callable
 
 from medseg.registry import Registry
@@ -62,41 +63,26 @@ def create_dataset(cfg: Any, split: str) -> "Dataset":
 
 
 # ------------------------------------------------------------------------------------ built-in kinds
-@register_data_kind("synthetic2d", volumes=False, divisible=False)
-def synthetic2d(cfg: Any, split: str) -> "Dataset":
-    """Seeded synthetic 2-D shapes (no download; fixed train/val/test cases)."""
-    from medseg.data.datasets2d import Synthetic2D
+def _lazy(module: str, attr: str, doc: str) -> DatasetFactory:
+    """A factory that imports ``module`` only when a dataset is built (config validation stays light)."""
 
-    return Synthetic2D(cfg, split)
+    def factory(cfg: Any, split: str) -> "Dataset":
+        return getattr(importlib.import_module(module), attr)(cfg, split)
 
-
-@register_data_kind("folder2d", volumes=False, divisible=True)
-def folder2d(cfg: Any, split: str) -> "Dataset":
-    """PNG/JPG/TIFF image and mask folders (``images/``, ``masks/``)."""
-    from medseg.data.datasets2d import Folder2D
-
-    return Folder2D(cfg, split)
+    factory.__doc__, factory.__name__ = doc, attr
+    return factory
 
 
-@register_data_kind("nifti", volumes=True, divisible=True)
-def nifti(cfg: Any, split: str) -> "Dataset":
-    """NIfTI volumes in the nnU-Net / MSD layout (``imagesTr/``, ``labelsTr/``)."""
-    from medseg.data.nifti import NiftiVolumes
-
-    return NiftiVolumes(cfg, split)
-
-
-@register_data_kind("synthetic3d", volumes=True, divisible=False)
-def synthetic3d(cfg: Any, split: str) -> "Dataset":
-    """Seeded synthetic 3-D volumes (no download; fixed train/val/test cases)."""
-    from medseg.data.volumes import Synthetic3D
-
-    return Synthetic3D(cfg, split)
-
-
-@register_data_kind("mixture", volumes=False, divisible=True)
-def mixture(cfg: Any, split: str) -> "Dataset":
-    """Several binary 2-D datasets in one, sampled by weight (IFE's many-modality model)."""
-    from medseg.data.mixture import Mixture
-
-    return Mixture(cfg, split)
+for _name, _module, _attr, _volumes, _divisible, _doc in [
+    ("synthetic2d", "medseg.data.datasets2d", "Synthetic2D", False, False,
+     "Seeded synthetic 2-D shapes (no download; fixed train/val/test cases)."),
+    ("folder2d", "medseg.data.datasets2d", "Folder2D", False, True,
+     "PNG/JPG/TIFF image and mask folders (images/, masks/)."),
+    ("nifti", "medseg.data.nifti", "NiftiVolumes", True, True,
+     "NIfTI volumes in the nnU-Net / MSD layout (imagesTr/, labelsTr/)."),
+    ("synthetic3d", "medseg.data.volumes", "Synthetic3D", True, False,
+     "Seeded synthetic 3-D volumes (no download; fixed train/val/test cases)."),
+    ("mixture", "medseg.data.mixture", "Mixture", False, True,
+     "Several binary 2-D datasets in one, sampled by weight (IFE's many-modality model)."),
+]:
+    register_data_kind(_name, volumes=_volumes, divisible=_divisible)(_lazy(_module, _attr, _doc))
