@@ -82,3 +82,14 @@ def test_a_new_kind_trains_like_the_others(stripes_kind: str, tmp_path) -> None:
                         "train": {"epochs": 1, "device": "cpu", "progress": False}})
     train_run(cfg, tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_validating_a_config_imports_no_reader() -> None:
+    """The registry's factories import their module when called: validation stays light."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from medseg.config import build_config; build_config({'data': {'kind': 'nifti'}, "
+            "'model': {'name': 'unet3d'}}); print(sorted(m for m in sys.modules if m.startswith('medseg.data.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "medseg.data.nifti'" not in out and "medseg.data.datasets2d" not in out, out
