@@ -1,70 +1,35 @@
-"""``medseg evaluate`` and ``medseg predict``."""
+"""``medseg evaluate RUN``: score a run's checkpoint on a split (or each fold of a `medseg cv` folder)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 from medseg.cli import add_command
-
-TRUST_HELP = ("load a checkpoint that needs full unpickling, which can run code stored in the file: only for "
-              "checkpoints you made or trust (default: weights-only loading)")
-
+from medseg.cli._options import TRUST_HELP, TTA_HELP
 
 def register(sub: argparse._SubParsersAction) -> None:
     e = add_command(sub, "evaluate", "Evaluate a run's checkpoint on a split: per-case CSV and summary.",
-                    "medseg evaluate runs/demo --split test --metrics dice iou hd95")
-    e.add_argument("run", help="run folder (or a checkpoint file inside one)")
+                    "medseg evaluate runs/demo --split test --metrics dice iou hd95 --tta flip")
+    e.add_argument("run", help="run folder (or a checkpoint file inside one); a `medseg cv` folder evaluates "
+                               "each fold on its own split (no fold ensemble: see docs/ensemble.md)")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
     e.add_argument("--metrics", nargs="+", help="metric names (default: the config's eval.metrics)")
     e.add_argument("--no-predictions", action="store_true", help="do not write prediction files")
     e.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
+    e.add_argument("--tta", default="none", choices=["none", "flip"], help=TTA_HELP)
     e.set_defaults(func=run_evaluate)
-
-    p = add_command(sub, "predict", "Predict masks for an image/volume or a folder of them.",
-                    "medseg predict --checkpoint runs/demo --input images/ --output preds/ --probabilities")
-    p.add_argument("--checkpoint", help="checkpoint file or run folder (uses best.pt); --engine torch")
-    p.add_argument("--engine", default="torch", choices=["torch", "onnxruntime"],
-                   help="torch (a checkpoint) or onnxruntime (an ONNX folder from `medseg export`, given as --model)")
-    p.add_argument("--model", help="folder written by `medseg export --format onnx` (with --engine onnxruntime)")
-    p.add_argument("--input", required=True, help="image, NIfTI volume, or folder")
-    p.add_argument("--output", required=True,
-                   help="folder for the masks (PNG 0/255 or NIfTI); not the input folder nor inside it")
-    p.add_argument("--probabilities", action="store_true", help="also write probability maps (*_prob)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace prediction files that already exist in --output (input files are never replaced)")
-    p.add_argument("--channels", type=int, nargs="+", metavar="I",
-                   help="0-based input channels to feed the model, in order (image R=0 G=1 B=2, or NIfTI channel "
-                        "files _0000, _0001, ... / the 4th axis); default: all, with grey repeated and RGB "
-                        "converted to grey as in training")
-    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
-    p.set_defaults(func=run_predict)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from medseg.engine.evaluate import evaluate_run, format_summary
+    from medseg.engine.ensemble import is_cv_folder
+    from medseg.engine.evaluate import evaluate_folds, evaluate_run, format_summary
 
-    summary = evaluate_run(args.run, args.split, checkpoint=args.checkpoint, metrics=args.metrics,
-                           save_predictions=not args.no_predictions, trust=args.trust_checkpoint)
-    print(format_summary(summary))
-    return 0
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    """Predict a folder; on per-input failures the rest is written, then the failures are listed (exit 1)."""
-    from medseg.engine.predict import PredictionError, predict_paths
-    from medseg.errors import UserError
-
-    source = args.model if args.engine == "onnxruntime" else args.checkpoint
-    if source is None or (args.engine == "torch" and args.model):
-        raise UserError("--engine torch takes --checkpoint RUN_OR_FILE; --engine onnxruntime takes --model DIR "
-                        "(a folder written by `medseg export --format onnx`)")
-    try:
-        written = predict_paths(source, args.input, args.output, save_probabilities=args.probabilities,
-                                overwrite=args.overwrite, channels=args.channels, trust=args.trust_checkpoint,
-                                echo=lambda msg: print(msg, file=sys.stderr), engine=args.engine)
-    except PredictionError as err:
-        print(f"wrote {len(err.written)} prediction(s) to {args.output}")
-        raise
-    print(f"wrote {len(written)} prediction(s) to {args.output}")
+    options = dict(checkpoint=args.checkpoint, metrics=args.metrics, save_predictions=not args.no_predictions,
+                   trust=args.trust_checkpoint, tta=args.tta)
+    if is_cv_folder(args.run):  # each fold on its own split: an ensemble would be scored on its training cases
+        result = evaluate_folds(args.run, args.split, **options)
+        print(result["table"])
+        print(f"written: {result['written']} and .md")
+        return 0
+    print(format_summary(evaluate_run(args.run, args.split, **options)))
     return 0

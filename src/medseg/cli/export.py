@@ -4,11 +4,10 @@ from __future__ import annotations
 import argparse
 
 from medseg.cli import add_command
+from medseg.cli._options import TRUST_HELP
 
 FORMATS = ("onnx", "exported-program", "torchscript")  # medseg.engine.export.FORMATS (not imported: no torch at parse)
 DEFAULT_TOLERANCE = 1e-4  # medseg.engine.export.DEFAULT_TOLERANCE
-TRUST_HELP = ("load a checkpoint that needs full unpickling, which can run code stored in the file: only for "
-              "checkpoints you made or trust (default: weights-only loading)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,4 @@
-"""``medseg train`` and ``medseg runs``."""
+"""``medseg train CONFIG``: train a model from a YAML config (also resume and DDP)."""
 from __future__ import annotations
 
 import argparse
@@ -8,18 +8,18 @@ import sys
 from pathlib import Path
 
 from medseg.cli import add_command
+from medseg.cli._options import add_override_options, overrides_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "train", "Train a model from a YAML config (validated before anything runs).",
-                    "medseg train recipes/demo.yaml --set train.epochs=5 --set optim.lr=3e-4\n"
+                    "medseg train src/medseg/recipes/cpu/ife_kvasir_unet.yaml --set train.epochs=5 --set optim.lr=3e-4\n"
                     "  medseg train --resume runs/demo            # continue an interrupted run\n"
                     "  medseg train --resume runs/demo --from epoch_010   # continue from an earlier checkpoint\n"
                     "  medseg train cfg.yaml --nproc 2            # DDP via torchrun (gloo on CPU, NCCL on CUDA)\n"
                     "  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 -m medseg train cfg.yaml")
     p.add_argument("config", nargs="?", help="YAML config (optional with --resume: the run's own config)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.epochs=20 (repeatable)")
+    add_override_options(p)
     p.add_argument("--output", help="run folder (default: output_dir/name from the config)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from checkpoints/last.pt")
     p.add_argument("--from", dest="resume_from", metavar="CHECKPOINT",
@@ -33,16 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in the folder")
     p.add_argument("--force", action="store_true", help="resume even if the config changed (differences printed)")
     p.add_argument("--nproc", type=int, default=None, help="launch N processes with torchrun (DDP)")
-    p.add_argument("--freeze-encoder", action="store_true",
-                   help="train the head only (encoder-head models such as chnet); = --set train.freeze_encoder=true")
-    p.add_argument("--encoder-lr", type=float, default=None, metavar="LR",
-                   help="separate learning rate for the encoder; = --set optim.encoder_lr=LR")
     p.set_defaults(func=run_train)
 
-    r = add_command(sub, "runs", "List the runs in a folder with their best validation metric.",
-                    "medseg runs runs/")
-    r.add_argument("folder", nargs="?", default="runs")
-    r.set_defaults(func=run_runs)
 
 
 def launch_torchrun(args: argparse.Namespace, argv: list[str]) -> int:
@@ -87,28 +79,9 @@ def run_train(args: argparse.Namespace) -> int:
     if config is None:
         print("error: give a CONFIG file (or --resume RUN_DIR)", file=sys.stderr)
         return 2
-    overrides = list(args.overrides)
-    if args.freeze_encoder:
-        overrides.append("train.freeze_encoder=true")
-    if args.encoder_lr is not None:
-        overrides.append(f"optim.encoder_lr={args.encoder_lr}")
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides_of(args))
     result = train_run(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite, force=args.force,
                        resume_from=args.resume_from, trust=args.trust_checkpoint)
     if int(__import__("os").environ.get("RANK", 0)) == 0:
         print(json.dumps(result, indent=2))
     return 0 if result["status"] in ("finished", "paused") else 3
-
-
-def run_runs(args: argparse.Namespace) -> int:
-    from medseg.engine.runs import list_runs
-
-    rows = list_runs(Path(args.folder))
-    if not rows:
-        print(f"no runs in {args.folder}")
-        return 0
-    print(f"{'run':<40}{'model':<18}{'epochs':>7}{'best':>10}  metric")
-    for r in rows:
-        best = "-" if r["best"] is None else f"{r['best']:.4f}"
-        print(f"{r['run']:<40}{r['model']:<18}{r['epochs']:>7}{best:>10}  {r['metric']}")
-    return 0
