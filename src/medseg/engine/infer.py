@@ -41,10 +41,12 @@ def forward_logits(model: nn.Module, images: torch.Tensor, rt: Runtime) -> torch
 
 
 def sliding_window_logits(model: nn.Module, volume: torch.Tensor, roi_size: Sequence[int], overlap: float,
-                          rt: Runtime, sw_batch_size: int = 2) -> torch.Tensor:
+                          rt: Runtime, sw_batch_size: int = 2,
+                          mirror_axes: Sequence[int] | None = None) -> torch.Tensor:
     """Sliding-window inference (MONAI's Gaussian blending, slab-bounded aggregation:
     :mod:`medseg.engine.sliding_window`) for a ``B x C x D x H x W`` volume; a model with a
-    ``fixed_input_size`` (UNETR) gets exactly that window."""
+    ``fixed_input_size`` (UNETR) gets exactly that window. ``mirror_axes``: mirroring TTA inside each
+    window (``--tta flip``, :mod:`medseg.engine.ensemble`)."""
     from medseg.engine.sliding_window import sliding_window_inference
 
     divisor = int(getattr(model, "input_divisor", 1))
@@ -56,7 +58,7 @@ def sliding_window_logits(model: nn.Module, volume: torch.Tensor, roi_size: Sequ
         with rt.autocast():
             return main_output(model(patch)).float()
 
-    out = sliding_window_inference(x, predictor, roi, overlap, sw_batch_size)
+    out = sliding_window_inference(x, predictor, roi, overlap, sw_batch_size, mirror_axes=mirror_axes)
     return out[crop]
 
 
@@ -95,17 +97,23 @@ def slicewise_logits(model: nn.Module, volume: torch.Tensor, axis: int, size: Se
     return logits.movedim(0, axis + 1)[None]
 
 
-def case_logits(model: nn.Module, images: torch.Tensor, cfg: Any, rt: Runtime) -> torch.Tensor:
+def slice_axis(cfg: Any) -> int:
+    """The spatial axis a 2-D model slices volumes along: ``data.nifti.slice_axis``, else 2."""
+    return cfg.data.nifti.slice_axis if cfg.data.nifti.slice_axis is not None else 2
+
+
+def case_logits(model: nn.Module, images: torch.Tensor, cfg: Any, rt: Runtime,
+                mirror_axes: Sequence[int] | None = None) -> torch.Tensor:
     """Logits of a batch whatever its kind: 2-D images (one forward), volumes with a 3-D model (MONAI
-    sliding window over ``eval.sliding_window`` or ``data.nifti.patch_size``), or volumes with a 2-D
-    model (slice by slice along ``data.nifti.slice_axis``)."""
+    sliding window over ``eval.sliding_window`` or ``data.nifti.patch_size``; ``mirror_axes``: mirroring
+    TTA inside the windows), or volumes with a 2-D model (slice by slice along ``data.nifti.slice_axis``)."""
     model_dims = int(getattr(model, "spatial_dims", images.ndim - 2))
     if images.ndim == 5 and model_dims == 2:
-        axis = cfg.data.nifti.slice_axis if cfg.data.nifti.slice_axis is not None else 2
+        axis = slice_axis(cfg)
         size = cfg.data.nifti.patch_size if cfg.data.nifti.patch_size and len(cfg.data.nifti.patch_size) == 2 \
             else cfg.data.image_size[-2:]
         return slicewise_logits(model, images, axis, size, rt)
     if images.ndim == 5:
         roi = cfg.eval.sliding_window or cfg.data.nifti.patch_size or list(images.shape[2:])
-        return sliding_window_logits(model, images, roi, cfg.eval.overlap, rt)
+        return sliding_window_logits(model, images, roi, cfg.eval.overlap, rt, mirror_axes=mirror_axes)
     return forward_logits(model, images, rt)

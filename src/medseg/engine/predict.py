@@ -29,7 +29,7 @@ import torch
 
 from medseg.config import RunConfig
 from medseg.engine.checkpoint import resolve_checkpoint
-from medseg.engine.infer import case_logits, forward_logits, labels_from_probabilities, probabilities
+from medseg.engine.infer import case_logits, labels_from_probabilities
 from medseg.engine.runtime import Runtime, make_runtime
 from medseg.engine.runtime import progress as progress_bar
 from medseg.engine.trainer import model_from_checkpoint
@@ -252,25 +252,32 @@ def prepare_volume(paths: Sequence[Path], cfg: RunConfig, channels: Sequence[int
     return torch.from_numpy(np.ascontiguousarray(volume))[None]
 
 
-def predict_case(model: torch.nn.Module, files: Sequence[Path], cfg: RunConfig, rt: Runtime,
-                 channels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(label map, probability map) of one case at its original size."""
+def predict_case(model: torch.nn.Module | Sequence[torch.nn.Module], files: Sequence[Path], cfg: RunConfig,
+                 rt: Runtime, channels: Sequence[int] | None = None, tta: str | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(label map, probability map) of one case at its original size. ``model`` may be a list (a fold
+    ensemble sharing ``cfg``'s input contract): the mean of their probabilities is thresholded / arg-maxed;
+    ``tta="flip"`` averages mirrored passes (:mod:`medseg.engine.ensemble`)."""
+    from medseg.engine.ensemble import ensemble_probabilities
+
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
     with torch.no_grad():
         if is_volume(files[0]):
             from medseg.data.resample import network_grid_volume, to_original_grid
 
             volume = prepare_volume(files, cfg, channels)  # then nifti.orientation / target_spacing, and back
-            volume, grid = network_grid_volume(volume, files[0], cfg.data.nifti.orientation, cfg.data.nifti.target_spacing)
-            logits = to_original_grid(case_logits(model, volume, cfg, rt), grid)
+            image, grid = network_grid_volume(volume, files[0], cfg.data.nifti.orientation, cfg.data.nifti.target_spacing)
+            finish = lambda logits: to_original_grid(logits, grid)  # noqa: E731
         else:
             from medseg.data.transforms import to_original_size
 
-            if int(getattr(model, "spatial_dims", 2)) == 3:
+            if any(int(getattr(m, "spatial_dims", 2)) == 3 for m in models):
                 raise DataError(f"{files[0]}: the model is 3-D (trained on volumes) and cannot predict a 2-D "
                                 "image; give NIfTI volumes (.nii / .nii.gz)")
             image, original, pad = prepare_image(files[0], cfg, channels)
-            logits = to_original_size(forward_logits(model, image, rt), original, pad)
-        prob = probabilities(logits)
+            finish = lambda logits: to_original_size(logits, original, pad)  # noqa: E731
+        prob = ensemble_probabilities(models, image, lambda m, x, **kw: case_logits(m, x, cfg, rt, **kw), finish,
+                                      tta, cfg)
         labels = labels_from_probabilities(prob, cfg.eval.threshold)[0].cpu().numpy()
     fg = prob[0, 0] if prob.shape[1] == 1 else 1 - prob[0, 0]
     return labels.astype(np.uint8), fg.cpu().numpy()
@@ -287,18 +294,21 @@ def plan_predictions(source: str | Path, output: str | Path, *, save_probabiliti
     return cases
 
 
-def predict_paths(checkpoint: str | Path, source: str | Path, output: str | Path, *,
+def predict_paths(checkpoint: str | Path | None, source: str | Path, output: str | Path, *,
                   save_probabilities: bool = False, progress: bool = True, overwrite: bool = False,
                   channels: Sequence[int] | None = None, trust: bool = False,
-                  echo: Callable[[str], None] | None = print, engine: str = "torch") -> list[Path]:
+                  echo: Callable[[str], None] | None = print, engine: str = "torch",
+                  run: str | Path | None = None, tta: str | None = None) -> list[Path]:
     """Predict every image/volume in ``source`` into ``output``; returns the written mask files.
 
     Raises :class:`DataError` before writing anything when the output folder is unsafe or already holds
     a target file (unless ``overwrite``), and :class:`PredictionError` after writing the rest when some
     inputs could not be read or predicted. ``channels`` picks input channels (0-based); ``trust`` allows
-    a checkpoint that needs full unpickling (only for files you trust). ``echo`` receives notes (renamed
-    outputs); None silences them. ``engine="onnxruntime"``: ``checkpoint`` is an ONNX export folder, run
-    with onnxruntime through the same pre- and post-processing.
+    a checkpoint that needs full unpickling (only for files you trust; applies to every fold of ``run``).
+    ``echo`` receives notes (renamed outputs); None silences them. ``engine="onnxruntime"``: ``checkpoint``
+    is an ONNX export folder, run with onnxruntime through the same pre- and post-processing.
+    ``run``: a `medseg cv` folder instead of ``checkpoint``: the fold ensemble (mean probability of every
+    fold's ``best.pt``); ``tta="flip"``: flip test-time augmentation (both: ``docs/ensemble.md``).
     """
     from medseg.data.io import write_prediction
 
@@ -307,14 +317,13 @@ def predict_paths(checkpoint: str | Path, source: str | Path, output: str | Path
     if renamed and echo is not None:
         echo("note: some inputs share a name; their predictions are named apart: "
              + ", ".join(f"{c.files[0].name} -> {c.targets(Path(), False)[0].name}" for c in renamed))
-    if engine == "onnxruntime":  # ``checkpoint`` is a `medseg export --format onnx` folder (docs/export.md)
-        from medseg.engine.export import load_exported
-
-        model, cfg = load_exported(checkpoint)
-    else:
-        model, cfg = model_from_checkpoint(resolve_checkpoint(checkpoint), trust=trust)
+    models, cfg = load_predictor(checkpoint, engine=engine, run=run, trust=trust)
+    if cfg.data.nifti.regions:  # 3 sigmoid region outputs: an argmax over them would be wrong (docs/cwcd.md)
+        raise UserError(f"this model was trained on BraTS region outputs (data.nifti.regions: "
+                        f"{cfg.data.nifti.regions}), which medseg predict does not decode yet; use medseg "
+                        "evaluate RUN (it writes the predictions)")
     rt = make_runtime(cfg.train, 2)
-    model = model.to(rt.device)
+    models = [m.to(rt.device) for m in models]
     out_dir = Path(output)
     written: list[Path] = []
     failures: list[tuple[Path, str]] = []
@@ -322,7 +331,7 @@ def predict_paths(checkpoint: str | Path, source: str | Path, output: str | Path
         mask_path, *prob_path = case.targets(out_dir, save_probabilities)
         reference = case.files[0] if case.volume else None
         try:
-            labels, fg = predict_case(model, case.files, cfg, rt, channels)
+            labels, fg = predict_case(models, case.files, cfg, rt, channels, tta)
             written.append(write_prediction(labels, mask_path, reference=reference))
             if prob_path:
                 write_prediction(fg.astype(np.float32), prob_path[0], reference=reference)
@@ -331,6 +340,26 @@ def predict_paths(checkpoint: str | Path, source: str | Path, output: str | Path
     if failures:
         raise PredictionError(failures, written, len(cases), out_dir)
     return written
+
+
+def load_predictor(checkpoint: str | Path | None, *, engine: str = "torch", run: str | Path | None = None,
+                   trust: bool = False) -> tuple[list[torch.nn.Module], RunConfig]:
+    """The model(s) to predict with and the config they share: a checkpoint (file or run folder), an ONNX
+    export folder (``engine="onnxruntime"``), or every fold of a `medseg cv` folder (``run``)."""
+    if run is not None:
+        if checkpoint is not None or engine != "torch":
+            raise UserError("--run CV_DIR (a fold ensemble) replaces --checkpoint / --model; give one of them")
+        from medseg.engine.ensemble import load_fold_ensemble
+
+        models, cfg, _ = load_fold_ensemble(run, trust=trust)
+        return models, cfg
+    if engine == "onnxruntime":  # ``checkpoint`` is a `medseg export --format onnx` folder (docs/export.md)
+        from medseg.engine.export import load_exported
+
+        model, cfg = load_exported(checkpoint)
+        return [model], cfg
+    model, cfg = model_from_checkpoint(resolve_checkpoint(checkpoint), trust=trust)
+    return [model], cfg
 
 
 def _default_name(case: Case) -> str:
