@@ -160,3 +160,11 @@ def labels_from_regions(masks: Any, scheme: str | RegionScheme = "brats", et_val
     out[tc & ~et] = 1
     out[et] = et_value
     return out
+
+
+def region_outputs(prob: Any, threshold: float = 0.5, scheme: str | RegionScheme = "brats") -> tuple[Any, Any]:
+    """Sigmoid region outputs ``3 x *spatial`` (WT, TC, ET) -> ``(masks, label map)``: the masks are
+    ``prob >= threshold`` per channel (no argmax: the regions are scored as predicted), the label map
+    (:func:`labels_from_regions`, ET as 4) is for saving."""
+    masks = prob >= threshold
+    return masks, labels_from_regions(masks, scheme)

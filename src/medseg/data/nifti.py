@@ -1,5 +1,6 @@
 """NIfTI datasets: case discovery (nnU-Net/MSD, case-folder and flat layouts), intensity
-normalisation (CT window + z-score, MRI non-zero z-score), label remapping, and :class:`NiftiVolumes`.
+normalisation (CT window + z-score, MRI non-zero z-score), label remapping, and :class:`NiftiVolumes`
+(with ``nifti.regions``: BraTS WT/TC/ET channels as the training label, ``docs/cwcd.md``).
 
 Items (patches, slices, whole volumes) follow :class:`medseg.data.volumes.VolumeDataset`.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from medseg.config import DataConfig, NiftiConfig
 from medseg.data.io import check_labels
 from medseg.data.nifti_io import load_nifti
+from medseg.data.regions import region_label_sample
 from medseg.data.resample import to_network_grid
 from medseg.data.splits import split_ids
 from medseg.data.views import window_scale
@@ -100,8 +102,16 @@ def _nnunet(root: Path, cfg: DataConfig) -> list[VolumeCase]:
     return [VolumeCase(k, groups[k], labels[k], dict(meta)) for k in sorted(groups)]
 
 
+def _named(files: list[Path], name: str) -> list[Path]:
+    """The files called ``name``, else those ending in ``_<name>`` (BraTS 2021: ``<case>_t1ce.nii.gz``)."""
+    exact = [p for p in files if p.name == name]
+    return exact or [p for p in files if p.name.endswith("_" + name)]
+
+
 def _case_folders(root: Path, cfg: DataConfig) -> list[VolumeCase]:
-    """``images/<case>/<channel>.nii.gz`` with ``masks/<case>/<label>.nii.gz`` (DeepMedic's BraTS)."""
+    """``images/<case>/<channel>.nii.gz`` with ``masks/<case>/<label>.nii.gz`` (DeepMedic's BraTS), or one
+    folder per case holding channels and label (BraTS 2021: ``images_dir`` = ``masks_dir`` = ``.``). A
+    ``nifti.channels`` / ``nifti.label_file`` entry names a file exactly or by its ``_<name>`` suffix."""
     img_dir, lab_dir = root / cfg.images_dir, root / cfg.masks_dir
     if not lab_dir.is_dir():
         raise DataError(f"folder not found: {lab_dir} (set data.masks_dir)")
@@ -109,15 +119,16 @@ def _case_folders(root: Path, cfg: DataConfig) -> list[VolumeCase]:
     for case_dir in sorted(p for p in img_dir.iterdir() if p.is_dir()):
         files = _nii_files(case_dir)
         if cfg.nifti.channels:
-            by_name = {p.name: p for p in files}
-            missing = [c for c in cfg.nifti.channels if c not in by_name]
-            if missing:
-                raise DataError(f"{case_dir}: channel files {missing} not found (nifti.channels); found {list(by_name)}")
-            files = [by_name[c] for c in cfg.nifti.channels]
+            found = {c: _named(files, c) for c in cfg.nifti.channels}
+            bad = [c for c, hits in found.items() if len(hits) != 1]
+            if bad:
+                raise DataError(f"{case_dir}: channel files {bad} not found, or not unique (nifti.channels: a file "
+                                f"name, or its suffix after '_'); found {[p.name for p in files]}")
+            files = [found[c][0] for c in cfg.nifti.channels]
         lab_case = lab_dir / case_dir.name
         labs = _nii_files(lab_case) if lab_case.is_dir() else []
         if cfg.nifti.label_file:
-            labs = [p for p in labs if p.name == cfg.nifti.label_file]
+            labs = _named(labs, cfg.nifti.label_file)
         if len(labs) != 1:
             unpaired.append(case_dir.name)
             continue
@@ -307,7 +318,7 @@ class NiftiVolumes(VolumeDataset):
             raise DataError(f"label {case.label}: spatial shape {label.shape} differs from its image {case.images[0]} "
                             f"{image.shape[1:]}; they must match voxel for voxel")
         check_geometry(case.label, lsp, laff, case.images[0], spacing, affine, tol)
-        if not self.binary:
+        if not self.binary and not self.cfg.nifti.regions:  # regions: the scheme checks the labels
             check_labels(label, self.cfg.num_classes, case.label)
         original_shape = tuple(int(s) for s in label.shape)
         n = self.cfg.nifti
@@ -330,5 +341,13 @@ class NiftiVolumes(VolumeDataset):
     def _original_label(self, k: int) -> np.ndarray:
         """The label as stored in the file (before reorientation / resampling), for scoring."""
         return read_label(self.cases[k].label, self.cfg.nifti.label_map)
+
+    def _sample(self, image, label, meta: dict[str, Any]) -> dict[str, Any]:
+        """The sample; with ``nifti.regions`` its label is float WT/TC/ET channels ``3 x *spatial``
+        (:func:`medseg.data.regions.region_label_sample`). ``read_original`` keeps the label map (scoring)."""
+        sample = super()._sample(image, label, meta)
+        if self.cfg.nifti.regions:
+            sample = region_label_sample(sample, self.cfg.nifti.regions)
+        return sample
 
 

@@ -4,12 +4,14 @@
   ``brats2015`` labels 0..4 are kept.
 * :func:`add_region_targets` -- sigmoid region outputs: ``sample["regions"]`` = float WT/TC/ET channels
   ``3 x *spatial`` from the (original or remapped) label map, for a 3-channel sigmoid head.
+* :func:`region_label_sample` -- region training (``data.nifti.regions``): the label itself becomes those
+  channels, so any sigmoid loss (``dice_bce``) trains on them unchanged.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from medseg.regions import region_targets, remap_labels
+from medseg.regions import region_masks, region_targets, remap_labels
 
 
 def remap_sample(sample: dict[str, Any], scheme: str = "brats") -> dict[str, Any]:
@@ -21,3 +23,13 @@ def remap_sample(sample: dict[str, Any], scheme: str = "brats") -> dict[str, Any
 def add_region_targets(sample: dict[str, Any], scheme: str = "brats") -> dict[str, Any]:
     """The sample with ``regions`` (float ``3 x *spatial``: WT, TC, ET) added (a new dict)."""
     return {**sample, "regions": region_targets(sample["label"], scheme)}
+
+
+def region_label_sample(sample: dict[str, Any], scheme: str = "brats") -> dict[str, Any]:
+    """The sample with its label map replaced by float WT/TC/ET channels ``3 x *spatial`` (a new dict).
+
+    Applied after cropping and augmentation, so the regions are those of the label the network sees; a
+    label outside the scheme is a :class:`~medseg.errors.DataError` naming the case."""
+    case = str(sample.get("meta", {}).get("id", ""))
+    masks, _ = region_masks(sample["label"], scheme, "label map", case)
+    return {**sample, "label": masks.float() if hasattr(masks, "float") else masks.astype("float32")}

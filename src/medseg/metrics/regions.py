@@ -62,7 +62,9 @@ class RegionSuite:
 
     def __call__(self, pred: Any, gt: Any, prob: Any = None, spacing: Sequence[float] | float | None = None,
                  case: str = "") -> RegionCaseResult:
-        pred_masks, _ = region_masks(_to_numpy(pred), self.scheme, "prediction", case)
+        """``pred``: a label map like ``gt``, or region masks ``3 x *spatial`` (WT, TC, ET; e.g. sigmoid
+        outputs >= 0.5 of a model trained with ``data.nifti.regions``), scored as they are."""
+        pred_masks = region_prediction(_to_numpy(pred), _to_numpy(gt).ndim, self.scheme, case)
         gt_masks, gt_has_et = region_masks(_to_numpy(gt), self.scheme, "ground truth", case)
         scores = [self.inner(pred_masks[i], gt_masks[i], spacing=spacing, case=case).values
                   for i in range(len(REGION_NAMES))]
@@ -82,6 +84,27 @@ class RegionSuite:
                           "mean": "plain metric names are the mean over WT, TC, ET"}
         out["region_notes"] = notes
         return out
+
+
+def region_prediction(pred: np.ndarray, gt_ndim: int, scheme: Any, case: str = "") -> np.ndarray:
+    """Boolean WT/TC/ET masks ``3 x *spatial`` of a prediction: composed from a label map (``pred.ndim ==
+    gt_ndim``), or taken as they are from region masks (one more leading axis of length 3)."""
+    if pred.ndim == gt_ndim:
+        return region_masks(pred, scheme, "prediction", case)[0]
+    if pred.ndim == gt_ndim + 1 and pred.shape[0] == len(REGION_NAMES):
+        return pred.astype(bool)
+    raise ValueError(f"case '{case}': prediction of shape {pred.shape} is neither a label map like the ground "
+                     f"truth ({gt_ndim}-D) nor region masks 3 x *spatial (WT, TC, ET)")
+
+
+def region_batch_dice(pred: Any, gt: Any) -> Any:
+    """Per-case Dice of each region, ``2|P∩G| / (|P| + |G|)``, for boolean masks ``B x 3 x *spatial``
+    (torch, on their device): ``B x 3`` float64; a region empty in both is 1 (the BraTS convention above).
+    Validation of models trained on region outputs (sigmoid >= threshold against the region targets)."""
+    dims = tuple(range(2, pred.ndim))
+    inter = (pred & gt).sum(dims).double()
+    den = pred.sum(dims).double() + gt.sum(dims).double()
+    return (2 * inter / den.clamp_min(1)).masked_fill(den == 0, 1.0)
 
 
 def no_et_note(case: str, scheme: str) -> str:
