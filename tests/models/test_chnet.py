@@ -186,7 +186,7 @@ def test_unknown_encoder_is_named() -> None:
 
 def test_hub_weights_offline_give_a_clear_error(monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(CheckpointError, match="pretrained=/path/to/weights.pth"):
+    with pytest.raises(CheckpointError, match="pretrained='path/to/weights.pth'"):
         create_model("chnet", encoder="resnet18", pretrained=True)
 
 

@@ -223,7 +223,7 @@ def test_local_pretrained_weights_load_and_errors(tmp_path):
     del sd["layer2.0.conv1.weight"]
     sd["extra.weight"] = torch.zeros(1)
     torch.save(sd, path)
-    with pytest.raises(CheckpointError, match=r"missing keys layer2.0.conv1.weight"):
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): layer2.0.conv1.weight"):
         create_model("sinet_v2", encoder="resnet18", pretrained=str(path))
     with pytest.raises(CheckpointError, match="not found"):
         create_model("sinet_v2", encoder="resnet18", pretrained=str(tmp_path / "nope.pth"))

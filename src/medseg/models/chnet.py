@@ -22,26 +22,21 @@ loads a local ``.pth``/``.bin``/``.safetensors`` state dict of the *full* timm a
 ``res2net50_26w_4s-06e79181.pth``, whose key names are the same), or the encoder of a medseg checkpoint
 (``runs/x/checkpoints/best.pt``: its ``encoder.*`` weights, for the paper's decoupling experiments). Every encoder key must be present with the
 right shape; the keys of the parts the cut removes (``layer4``, ``fc``) are dropped; any other key is an
-error that names it.
+error that names it (``medseg.modules.encoders``, shared by every encoder-based model).
 """
 from __future__ import annotations
 
-import difflib
 import warnings
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medseg.errors import CheckpointError
 from medseg.models import register_model
+from medseg.modules.encoders import timm_encoder
 from medseg.modules.heads import HEADS, create_head
 from medseg.registry import RegistryError
-
-_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "bkbone.")
-_SHOW = 8  # keys named in an error message before "... and N more"
 
 
 class EncoderHeadNet(nn.Module):
@@ -108,122 +103,6 @@ class EncoderHeadNet(nn.Module):
         return F.pad(x, (0, pw, 0, ph))
 
 
-def build_encoder(name: str, in_channels: int = 3, out_indices: Sequence[int] = (0, 1, 2, 3),
-                  pretrained: bool = False) -> nn.Module:
-    """timm ``features_only`` encoder, with clear errors for unknown names and unsupported models."""
-    import timm
-
-    if not timm.is_model(name):
-        near = difflib.get_close_matches(name, timm.list_models(), n=3)
-        hint = f" Did you mean {', '.join(near)}?" if near else ""
-        raise ValueError(f"unknown timm encoder '{name}'.{hint} (timm.list_models() lists them)")
-    try:
-        return timm.create_model(name, features_only=True, out_indices=tuple(out_indices),
-                                 in_chans=in_channels, pretrained=pretrained)
-    except OSError as err:  # hub download impossible (offline, no cache)
-        raise CheckpointError(f"cannot download ImageNet weights for '{name}' from the timm hub ({err}); "
-                              "pass pretrained=/path/to/weights.pth (a state dict of timm's "
-                              f"'{name}') or pretrained=None") from None
-    except (RuntimeError, AssertionError, IndexError) as err:
-        raise ValueError(f"timm encoder '{name}' cannot provide features {tuple(out_indices)}: {err}") from None
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.pth``/``.pt``/``.bin``/``.ckpt`` (optionally under ``state_dict``/``model``) or ``.safetensors``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"pretrained weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(path))
-        else:
-            obj = _torch_load(path)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise CheckpointError(f"cannot read weights from {path}: {err}") from None
-    for key in ("state_dict", "model", "model_state", "net"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-            break
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} does not hold a state dict (a mapping of parameter names to tensors)")
-    return dict(obj)
-
-
-def _torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)``; a medseg training checkpoint (numpy RNG states beside the weights)
-    loads with numpy's array types allowed, never with arbitrary pickled code."""
-    import pickle
-
-    import numpy as np
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        numpy_types = [np._core.multiarray._reconstruct, np.ndarray, np.dtype,
-                       *(type(np.dtype(c)) for c in "?bBhHiIlLqQefdgFDG")]
-        with torch.serialization.safe_globals(numpy_types):
-            return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _strip_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Take a medseg model's ``encoder.*`` subset; strip wrapper prefixes (``module.``...) shared by all keys."""
-    if any(k.startswith("encoder.") for k in state) and not all(k.startswith("encoder.") for k in state):
-        state = {k: v for k, v in state.items() if k.startswith("encoder.")}
-    changed = True
-    while changed and state:
-        changed = False
-        for p in _PREFIXES:
-            if all(k.startswith(p) for k in state):
-                state = {k[len(p):]: v for k, v in state.items()}
-                changed = True
-    return state
-
-
-def _name_keys(keys: Sequence[str]) -> str:
-    keys = sorted(keys)
-    more = f" ... and {len(keys) - _SHOW} more" if len(keys) > _SHOW else ""
-    return ", ".join(keys[:_SHOW]) + more
-
-
-def load_encoder_weights(encoder: nn.Module, path: str | Path, arch: str) -> list[str]:
-    """Load a full-architecture state dict into a ``features_only`` encoder, strictly.
-
-    Returns the top-level module names whose keys were dropped by the cut (e.g. ``["fc", "layer4"]``).
-    Raises :class:`CheckpointError` naming the missing, unexpected or wrongly shaped keys otherwise.
-    """
-    import timm
-    from timm.models import adapt_input_conv
-
-    state = _strip_prefixes(read_state_dict(path))
-    own = encoder.state_dict()
-    with torch.device("meta"):
-        full_keys = set(timm.create_model(arch, pretrained=False).state_dict())
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own and k not in full_keys]
-    if missing or unexpected:
-        parts = [f"weights file {path} does not match encoder '{arch}'"]
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_name_keys(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_name_keys(unexpected)}")
-        parts.append(f"the file is probably for another architecture; use weights of timm's '{arch}'")
-        raise CheckpointError("; ".join(parts))
-    first_conv = (getattr(encoder, "pretrained_cfg", None) or {}).get("first_conv")
-    load = {k: v for k, v in state.items() if k in own}
-    if first_conv and f"{first_conv}.weight" in load:
-        key = f"{first_conv}.weight"
-        if load[key].shape[1] != own[key].shape[1]:  # e.g. grayscale input: timm's channel adaptation
-            load[key] = adapt_input_conv(own[key].shape[1], load[key])
-    bad = [f"{k} {tuple(v.shape)} (encoder expects {tuple(own[k].shape)})"
-           for k, v in load.items() if v.shape != own[k].shape]
-    if bad:
-        raise CheckpointError(f"weights file {path} has wrong shapes for encoder '{arch}': {_name_keys(bad)}")
-    encoder.load_state_dict(load, strict=False)
-    return sorted({k.split(".")[0] for k in state if k not in own})
-
-
 @register_model("chnet", aliases=("encoder_head",))
 def chnet(encoder: str = "res2net50_26w_4s", head: str = "classification", in_channels: int = 3,
           out_channels: int = 1, pretrained: bool | str | None = None,
@@ -245,11 +124,7 @@ def chnet(encoder: str = "res2net50_26w_4s", head: str = "classification", in_ch
         HEADS.get(head)  # fail on a bad head name before building the encoder
     except RegistryError as err:
         raise ValueError(str(err)) from None
-    hub = pretrained is True
-    enc = build_encoder(encoder, in_channels, out_indices, pretrained=hub)
-    if isinstance(pretrained, (str, Path)):
-        dropped = load_encoder_weights(enc, pretrained, encoder)
-        enc.dropped_modules = dropped  # type: ignore[attr-defined]
+    enc = timm_encoder(encoder, out_indices, pretrained, in_chans=in_channels)
     channels = enc.feature_info.channels()
     divisor = max(enc.feature_info.reduction())
     head_module = create_head(head, channels, out_channels, **(head_kwargs or {}))
