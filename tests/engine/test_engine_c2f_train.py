@@ -327,3 +327,107 @@ def test_split_per_volume():
     assert val == ["c1", "c5"] and sorted(train + val) == ids
     train, val = ct.split_cases(ids, ct.C2FSplit(mode="random", val=3, seed=0))
     assert len(val) == 3 and not set(val) & set(train)
+
+
+# ------------------------------------------------------------------------------ mid-epoch resume
+class StopAfter:
+    """A stop flag that is raised when it is read for the ``k``-th time (it is read once per step)."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.reads = k, 0
+
+    @property
+    def requested(self):
+        self.reads += 1
+        return 15 if self.reads >= self.k else None
+
+
+def test_mid_epoch_resume_matches_uninterrupted(data_root, tmp_path):
+    """Stopped after 2 steps of epoch 1 (stage J with crop jitter, BN, dropout, MLL's random points on), the
+    mid-epoch checkpoint resumes to the same weights, BN statistics and epoch loss as a run never stopped."""
+    over = {"train": {"epochs": 2, "max_steps_per_epoch": 4, "jitter": True, "margin": 2, "val_rounds": 1,
+                      "recalibrate_bn": 2},  # margin 2: the jittered crops differ (20 covers a whole 32 x 8 slice)
+            "stages": {"s": 1, "j_from": 1},
+            "loss": {"name": "mll", "kwargs": {"coarse_key": "coarse", "fine_key": "out", "num_points": 32,
+                                               "beta": {"from_epoch": 1}}},
+            "data": {"views": ["sagittal"]}, **TINY}  # sagittal: 27 units (axial has 2)
+    full = recipe(data_root, tmp_path / "a", **over)
+    ct.train_view(full, "sagittal", validate_fn=lambda t: 0.5, echo=None)
+    part = recipe(data_root, tmp_path / "b", **over)
+    first = ct.ViewTrainer(part, "sagittal", ct.view_run_dir(part, "sagittal"), lambda t: 0.5, None)
+    ct._prepare(first.run_dir, part, False, False, False)
+    first.setup(None)
+    assert first.train_epoch() and not first.train_epoch(StopAfter(2))  # the process "dies" here
+    mid = load_checkpoint(first.run_dir / "checkpoints" / "last.pt")  # weights_only
+    assert (mid["epoch"], mid["step_in_epoch"]) == (1, 2)
+    first.logger.close()
+    ct.train_view(part, "sagittal", resume=True, validate_fn=lambda t: 0.5, echo=None)
+    a = load_checkpoint(tmp_path / "a" / "t" / "sagittal" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "t" / "sagittal" / "checkpoints" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 2 and b["step_in_epoch"] == 0
+    for net in ("coarse", "fine", "saliency"):
+        for k, v in a["model"][net].items():
+            assert torch.equal(v, b["model"][net][k]), f"{net}.{k}"
+    rows = [list(csv.DictReader(open(p / "t" / "sagittal" / "logs" / "epochs.csv")))
+            for p in (tmp_path / "a", tmp_path / "b")]
+    assert [r["train_loss"] for r in rows[0]] == [r["train_loss"] for r in rows[1]]
+    steps = (tmp_path / "b" / "t" / "sagittal" / "logs" / "steps.jsonl").read_text().splitlines()
+    assert len(steps) == 8  # the 2 steps before the stop are not logged twice
+
+
+# ----------------------------------------------------------------------- BatchNorm recalibration
+def test_recalibrate_bn_sets_the_mean_of_per_unit_statistics():
+    """Oracle by hand: the first BN of the coarse net gets the average over units of each unit's batch mean
+    and (unbiased) variance of the first conv's output; dropout is off, no random number is drawn and the
+    training flags come back."""
+    torch.manual_seed(0)
+    nets = ct.Nets(TinyC2F(3, 3), TinyC2F(6, 3), stub_nets().saliency)
+    units = []
+    for i in range(3):
+        label = torch.zeros(1, 3, 24, 24)
+        label[..., 8 + i:14, 6:12 + i] = 1
+        units.append((torch.rand(1, 3, 24, 24) * (i + 1), label))
+    conv, bn = nets.coarse.body[0], nets.coarse.body[1]
+    with torch.no_grad():
+        feats = [conv(img) for img, _ in units]
+    want_mean = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
+    want_var = torch.stack([f.var((0, 2, 3), unbiased=True) for f in feats]).mean(0)
+    nets.train(True)
+    rng = torch.get_rng_state()
+    assert ct.recalibrate_bn(nets, units, "I", 4) == 2
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.allclose(bn.running_mean, want_mean, atol=1e-6) and torch.allclose(bn.running_var, want_var, atol=1e-6)
+    assert bn.momentum == 0.1 and nets.coarse.training and nets.fine.body[3].training
+
+
+def test_epoch_ends_with_recalibrated_bn(data_root, tmp_path):
+    """The checkpoint of an epoch holds BN statistics re-estimated at the final weights (not the lagging
+    running averages of batch-size-1 training, which emptied the phantom's coarse masks)."""
+    rec = recipe(data_root, tmp_path, train={"epochs": 1, "max_steps_per_epoch": 3}, **TINY)
+    seen = {}
+    ct.train_view(rec, "axial", validate_fn=lambda t: seen.setdefault("t", t) and 0.5, echo=None)
+    t = seen["t"]
+    state = load_checkpoint(tmp_path / "t" / "axial" / "checkpoints" / "last.pt")
+    units = t._recalibration_units(rec.train.recalibrate_bn)
+    assert len(units) == len(t.units)
+    t.nets.load_state_dict(state["model"], "x")
+    ct.recalibrate_bn(t.nets, units, ct.stage_of(0, rec.stages), rec.train.margin)
+    for net in ("coarse", "fine"):
+        for k, v in t.nets.modules()[net].state_dict().items():
+            if "running" in k:
+                assert torch.allclose(v, state["model"][net][k], atol=1e-6), f"{net}.{k}"
+
+
+def test_stale_phantom_in_data_root_is_refused(tmp_path):
+    """A phantom written with other settings (e.g. the old invisible 45 HU target) is not trained on."""
+    from medseg.data.phantom import PhantomSpec, write_phantom_dataset
+    from medseg.errors import DataError
+
+    rec = recipe(tmp_path, tmp_path)
+    p = rec.data.phantom
+    write_phantom_dataset(tmp_path, p.n, p.seed, PhantomSpec(p.shape, p.spacing, p.target_length, p.target_radius,
+                                                             target_hu=45.0))
+    with pytest.raises(DataError, match="dataset.json records"):
+        ct.ensure_data(rec.data)
+    write_phantom_dataset(tmp_path, p.n, p.seed, p.spec(), overwrite=True)
+    assert ct.ensure_data(rec.data) == tmp_path

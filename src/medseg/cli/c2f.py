@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_command(c2f_sub, "predict", "segment every CT volume of a folder with a trained run (NIfTI masks with "
                     "the input's affine and spacing; rounds and seconds per case in c2f_cases.csv)",
-                    "medseg c2f predict --run runs/mll_phantom --input runs/data/phantom/imagesTr "
+                    "medseg c2f predict --run runs/mll_phantom --input runs/data/phantom_v2/imagesTr "
                     "--output runs/mll_phantom/predictions")
     p.add_argument("--run", required=True, help="the folder `medseg c2f train` wrote (<output>/<name>), or one view's")
     p.add_argument("--input", required=True, help="folder (or file) of NIfTI CT volumes")

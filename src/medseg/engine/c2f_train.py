@@ -27,8 +27,14 @@ Schedule (RSTN stages and the MLL paper, see :func:`stage_of` and :func:`learnin
   epoch; ``patience`` epochs without improvement stop the run.
 
 Every epoch's unit order, crop jitter and dropout are a pure function of ``(seed, epoch)``, so a run
-resumed from an epoch checkpoint ends with the same weights as an uninterrupted one. A signal stops at
-the next step and the run resumes from the last finished epoch.
+resumed from an epoch checkpoint ends with the same weights as an uninterrupted one. A signal (SIGINT,
+SIGTERM) stops after the current step and writes a mid-epoch ``last.pt`` (step count, generator states,
+loss sums); resumed, the epoch skips the units already trained on and continues bit-identically, as
+:mod:`medseg.engine.trainer` does.
+
+After each epoch the BatchNorm statistics are re-estimated at the final weights (:func:`recalibrate_bn`):
+at batch size 1 the running averages lag behind the weights, and evaluation with them gave an empty
+coarse mask on the phantom.
 """
 from __future__ import annotations
 
@@ -75,6 +81,14 @@ class PhantomConfig(_Strict):
     spacing: tuple[float, float, float] = (1.5, 1.5, 3.0)
     target_length: float = Field(60.0, gt=0)
     target_radius: float = Field(6.0, gt=0)
+    target_hu: float = 100.0
+    noise: float = Field(15.0, ge=0)
+
+    def spec(self) -> Any:
+        from medseg.data.phantom import PhantomSpec
+
+        return PhantomSpec(self.shape, self.spacing, self.target_length, self.target_radius, self.noise,
+                           self.target_hu)
 
 
 class C2FSplit(_Strict):
@@ -132,6 +146,7 @@ class C2FTrain(_Strict):
     val_rounds: int = Field(10, ge=0)
     device: str = "auto"
     weight_decay: float = Field(0.0, ge=0)
+    recalibrate_bn: int = Field(200, ge=0)  # units (at most) that re-estimate BN statistics after each epoch
 
 
 class C2FRecipe(_Strict):
@@ -237,13 +252,30 @@ def dataset_cases(root: str | Path) -> dict[str, tuple[Path, Path]]:
 
 
 def ensure_data(data: C2FData) -> Path:
-    """The dataset folder; the phantom is written there first when ``data.phantom`` is set and it is empty."""
-    root = Path(data.root)
-    if data.phantom is not None and not any((root / "imagesTr").glob("*_0000.nii*")):
-        from medseg.data.phantom import PhantomSpec, write_phantom_dataset
+    """The dataset folder; the phantom is written there first when ``data.phantom`` is set and it is empty.
 
-        p = data.phantom
-        write_phantom_dataset(root, p.n, p.seed, PhantomSpec(p.shape, p.spacing, p.target_length, p.target_radius))
+    A phantom already in the folder must have been written with the recipe's settings (``dataset.json``
+    records them): one written with other settings, e.g. by an older medseg whose target was invisible,
+    is a :class:`DataError` rather than silently trained on."""
+    root = Path(data.root)
+    if data.phantom is None:
+        return root
+    from medseg.data.phantom import phantom_record, write_phantom_dataset
+
+    p = data.phantom
+    if not any((root / "imagesTr").glob("*_0000.nii*")):
+        write_phantom_dataset(root, p.n, p.seed, p.spec())
+        return root
+    try:
+        info = json.loads((root / "dataset.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    want = {"phantom": phantom_record(p.seed, p.spec()), "numTraining": p.n}
+    have = {k: info.get(k) for k in want}
+    if have != want:
+        raise DataError(f"{root} holds a dataset that was not written with this recipe's data.phantom settings "
+                        f"({root / 'dataset.json'} records {have}, the recipe asks for {want}); delete the folder "
+                        "so that the phantom is written again, or set data.root to an empty folder")
     return root
 
 
@@ -351,15 +383,10 @@ def build_nets(recipe: C2FRecipe, device: torch.device | str = "cpu") -> Nets:
 
 
 # ------------------------------------------------------------------------------------------------ step
-def train_step(nets: Nets, loss_fn: nn.Module, image: torch.Tensor, label: torch.Tensor, stage: str,
-               margin: int, jitter_rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
-    """Forward of one unit in ``stage`` and the loss terms (``"loss"`` to backpropagate, plus ``"box"``).
-
-    The loss gets ``outputs = {"coarse": full-slice coarse logits, "out": full-slice fine logits (uncropped,
-    -1e7 outside the box), "crop_logits": the fine model's stride-4 logits of the crop, plus the fine
-    model's other outputs (on the crop's grid)}`` and ``batch = {"label": full-slice label, "label_crop":
-    the crop's label (the label of every crop-grid output), "box": box}``.
-    """
+def forward_unit(nets: Nets, image: torch.Tensor, label: torch.Tensor, stage: str, margin: int,
+                 jitter_rng: np.random.Generator | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The forward of one unit in ``stage``: ``(outputs, batch)`` as the loss receives them (see
+    :func:`train_step`)."""
     coarse_out = nets.coarse(image)
     coarse_logits = coarse_out["out"] if isinstance(coarse_out, dict) else coarse_out
     prob = torch.sigmoid(coarse_logits)
@@ -378,13 +405,72 @@ def train_step(nets: Nets, loss_fn: nn.Module, image: torch.Tensor, label: torch
     # reads outputs["logits"] against the full-slice label cannot mix the two grids without knowing it
     extra = {("crop_logits" if k == "logits" else k): v for k, v in fine_out.items() if k != "out"}
     outputs = {**extra, "coarse": coarse_logits, "out": uncrop(fine_out["out"], box, image.shape[-2:])}
-    batch = {"label": label, "label_crop": crop(label, box), "box": box}
+    return outputs, {"label": label, "label_crop": crop(label, box), "box": box}
+
+
+def train_step(nets: Nets, loss_fn: nn.Module, image: torch.Tensor, label: torch.Tensor, stage: str,
+               margin: int, jitter_rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+    """Forward of one unit in ``stage`` and the loss terms (``"loss"`` to backpropagate, plus ``"box"``).
+
+    The loss gets ``outputs = {"coarse": full-slice coarse logits, "out": full-slice fine logits (uncropped,
+    -1e7 outside the box), "crop_logits": the fine model's stride-4 logits of the crop, plus the fine
+    model's other outputs (on the crop's grid)}`` and ``batch = {"label": full-slice label, "label_crop":
+    the crop's label (the label of every crop-grid output), "box": box}``.
+    """
+    outputs, batch = forward_unit(nets, image, label, stage, margin, jitter_rng)
     requires = set(getattr(loss_fn, "requires", set()) or set())
     if requires:
         from medseg.ops import prepare_targets
 
         batch = prepare_targets(batch, requires, num_classes=1)
     return dict(loss_fn(outputs, batch))
+
+
+def _recalibrated_norms(nets: Nets) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers whose statistics training updates (the ASPP's image-pooling BN, which at batch
+    size 1 always normalises with its fixed running statistics, is left as it is)."""
+    from medseg.modules.aspp import PoolBatchNorm
+
+    return [m for net in nets.modules().values() for m in net.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, PoolBatchNorm)
+            and m.track_running_stats]
+
+
+@torch.no_grad()
+def recalibrate_bn(nets: Nets, units: list[tuple[torch.Tensor, torch.Tensor]], stage: str, margin: int) -> int:
+    """Re-estimate every BatchNorm's running statistics at the current weights ("precise BN", Wu & Johnson,
+    "Rethinking 'Batch' in BatchNorm", 2021): the running mean and variance become the plain average, over
+    ``units`` (batch 1 each, the stage's forward with the margin fixed), of the per-unit batch statistics
+    that training normalised with, i.e. ``mu = (1/n) sum_u mean_u`` and ``var = (1/n) sum_u var_u``.
+
+    Why: training runs at batch size 1 (RSTN, the paper), so each unit is normalised by its own statistics,
+    while evaluation uses the running averages (momentum 0.1), which lag far behind weights that change
+    quickly and are taken with dropout on (the ASPP's dropout comes right before the head's BN). On the
+    phantom this made the coarse model output ~0.47 everywhere in eval mode while the same weights gave 0.96
+    on the target in train mode, so the coarse mask was empty and the validation DSC 0. Dropout is off here
+    (eval mode), only the BN layers collect statistics; no random number is drawn. Returns the layers
+    recalibrated.
+    """
+    norms = _recalibrated_norms(nets)
+    if not norms or not units:
+        return 0
+    was = {name: m.training for name, m in nets.modules().items()}
+    momenta = [m.momentum for m in norms]
+    nets.train(False)
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.train(True)
+    try:
+        for image, label in units:
+            forward_unit(nets, image, label, stage, margin, None)
+    finally:
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+            m.train(False)
+        for name, m in nets.modules().items():
+            m.train(was[name])
+    return len(norms)
 
 
 # ------------------------------------------------------------------------------------------- validation
@@ -415,6 +501,10 @@ class ViewTrainer:
     best: dict[str, Any] = field(default_factory=lambda: {"value": None, "epoch": None})
     stale: int = 0
     stopped_early: bool = False
+    step_in_epoch: int = 0  # > 0: a mid-epoch checkpoint; the epoch continues after this many steps
+    _rng: dict[str, Any] | None = None  # generator states written into a mid-epoch checkpoint
+    _resume_rng: dict[str, Any] | None = None  # generator states of a mid-epoch checkpoint, applied once
+    _partial: dict[str, Any] | None = None  # the interrupted epoch's loss sums
 
     def setup(self, state: dict[str, Any] | None) -> None:
         r = self.recipe
@@ -432,8 +522,8 @@ class ViewTrainer:
         self.val_vols = load_volumes(cases, val_ids, self.view, r.data.window)
         self.units = unit_index(self.train_vols, r.data.slice_threshold)
         self.logger = RunLogger(self.run_dir / "logs")
-        if state is not None:
-            self.logger.resume(self.epoch, 10**12)
+        if state is not None:  # drop the step records written after the checkpoint (they are redone)
+            self.logger.resume(self.epoch, _global_step(self.epoch, self.step_in_epoch) - 1)
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -441,6 +531,7 @@ class ViewTrainer:
         return {"format": FORMAT, "view": self.view, "model_name": f"{r.coarse.name}+{r.fine.name}",
                 "model": self.nets.state_dict(), "optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
                 "best": dict(self.best), "stale": self.stale, "stopped_early": self.stopped_early,
+                "step_in_epoch": self.step_in_epoch, "rng": self._rng, "epoch_partial": self._partial,
                 "config": r.model_dump(mode="json")}
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -449,11 +540,17 @@ class ViewTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.best = int(state["epoch"]), dict(state["best"])
         self.stale, self.stopped_early = int(state["stale"]), bool(state["stopped_early"])
+        self.step_in_epoch = int(state.get("step_in_epoch", 0))
+        if self.step_in_epoch:
+            self._resume_rng, self._partial = state["rng"], state.get("epoch_partial")
 
-    def save(self, best: bool) -> None:
+    def save(self, best: bool, mid_epoch: bool = False) -> None:
+        """``last.pt``; at an epoch's end also ``epoch_NNN.pt`` (the last two kept) and ``best.pt``."""
         state = self.state_dict()
         folder = self.run_dir / "checkpoints"
         ckpt.save_checkpoint(state, folder / "last.pt")
+        if mid_epoch:
+            return
         ckpt.save_checkpoint(state, folder / f"epoch_{self.epoch:03d}.pt")
         ckpt.prune_epoch_checkpoints(folder, 2)
         if best:
@@ -467,9 +564,15 @@ class ViewTrainer:
         status = "finished"
         with StopFlag() as stop:
             while self.epoch < r.train.epochs and not self.stopped_early:
+                if stop.requested:  # came during the last step of an epoch: last.pt is that epoch's end
+                    status = "interrupted"
+                    self._say(f"stopped after epoch {self.epoch - 1}; continue with: medseg c2f train RECIPE "
+                              f"--view {self.view} --resume")
+                    break
                 if not self.train_epoch(stop):
                     status = "interrupted"
-                    self._say(f"stopped during epoch {self.epoch}; the run resumes from the last finished epoch: "
+                    self._say(f"stopped during epoch {self.epoch} after step {self.step_in_epoch}; checkpoint saved "
+                              f"to {self.run_dir / 'checkpoints' / 'last.pt'}; continue with: "
                               f"medseg c2f train RECIPE --view {self.view} --resume")
                     break
         if self.stopped_early:
@@ -479,7 +582,11 @@ class ViewTrainer:
                 "best_dice": self.best["value"], "best_epoch": self.best["epoch"]}
 
     def train_epoch(self, stop: Any = None) -> bool:
-        """One epoch; False when a signal stopped it (nothing of the epoch is saved)."""
+        """One epoch, or its rest after a mid-epoch checkpoint; False when a signal stopped it (then
+        ``last.pt`` holds the weights after the last step, the step count, the generator states and the loss
+        sums, so that a resumed trainer continues the epoch bit-identically)."""
+        from medseg.engine.runtime import rng_state, set_rng_state
+
         r, e = self.recipe, self.epoch
         stage, lr = stage_of(e, r.stages), learning_rate(e, r.schedule)
         for group in self.optimizer.param_groups:
@@ -487,16 +594,21 @@ class ViewTrainer:
         if hasattr(self.loss_fn, "set_epoch"):
             self.loss_fn.set_epoch(e)
         self.nets.set_epoch(e)
-        torch.manual_seed(_epoch_seed(r.train.seed, e))  # dropout, point sampling: a function of (seed, epoch)
-        order = np.random.default_rng([r.train.seed, e]).permutation(len(self.units))
-        if r.train.max_steps_per_epoch:
-            order = order[: r.train.max_steps_per_epoch]
+        order = epoch_order(len(self.units), r.train, e)
         jitter = np.random.default_rng([r.train.seed, e, 1]) if r.train.jitter else None
+        skip, done = self.step_in_epoch, (self._partial or {}) if self.step_in_epoch else {}
+        if skip and self._resume_rng is not None:  # the generators exactly as the interrupted run left them
+            set_rng_state(self._resume_rng["global"])
+            if jitter is not None:
+                jitter.bit_generator.state = self._resume_rng["jitter"]
+        else:
+            torch.manual_seed(_epoch_seed(r.train.seed, e))  # dropout, point sampling: a function of (seed, epoch)
+        self._resume_rng, self._partial = None, None
         self.nets.train(True)
-        sums: dict[str, float] = {}
-        t0 = time.perf_counter()
-        for step, u in enumerate(order):
-            v, centre = self.units[u]
+        sums: dict[str, float] = dict(done.get("sums", {}))
+        t0 = time.perf_counter() - float(done.get("time_s", 0.0))
+        for step in range(skip, len(order)):
+            v, centre = self.units[order[step]]
             image, label = (t.to(self.device) for t in unit_tensors(self.train_vols[v], centre))
             terms = train_step(self.nets, self.loss_fn, image, label, stage, r.train.margin, jitter)
             loss = terms["loss"]
@@ -510,13 +622,21 @@ class ViewTrainer:
             values = {k: float(t.detach()) for k, t in terms.items() if torch.is_tensor(t) and t.numel() == 1}
             for k, val in values.items():
                 sums[k] = sums.get(k, 0.0) + val
-            self.logger.step({"epoch": e, "step": step, "global_step": e * 10**6 + step, "stage": stage, "lr": lr,
-                              **values})
-            if stop is not None and stop.requested:
+            self.logger.step({"epoch": e, "step": step, "global_step": _global_step(e, step), "stage": stage,
+                              "lr": lr, **values})
+            if stop is not None and stop.requested and step + 1 < len(order):
+                self.step_in_epoch = step + 1
+                self._rng = {"global": rng_state(), "jitter": None if jitter is None else jitter.bit_generator.state}
+                self._partial = {"sums": sums, "time_s": time.perf_counter() - t0}
+                self.save(best=False, mid_epoch=True)
+                self._rng, self._partial = None, None
                 return False
         n = max(len(order), 1)
         record = {"epoch": e, "stage": stage, "lr": lr, **{f"train_{k}": s / n for k, s in sums.items()},
                   "train_time_s": round(time.perf_counter() - t0, 3)}
+        self.step_in_epoch = 0
+        if r.train.recalibrate_bn:
+            recalibrate_bn(self.nets, self._recalibration_units(r.train.recalibrate_bn), stage, r.train.margin)
         dice = (self.validate_fn or _default_validate)(self)
         record["val_dice"] = dice
         better = np.isfinite(dice) and (self.best["value"] is None or dice > self.best["value"])
@@ -536,9 +656,26 @@ class ViewTrainer:
                       f"(best {self.best['value']} at epoch {self.best['epoch']})")
         return True
 
+    def _recalibration_units(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """At most ``count`` training units, evenly spaced over the unit list (the same every epoch)."""
+        picks = np.unique(np.linspace(0, len(self.units) - 1, min(count, len(self.units))).round().astype(int))
+        units = [self.units[i] for i in picks]
+        return [tuple(t.to(self.device) for t in unit_tensors(self.train_vols[v], c)) for v, c in units]
+
     def _say(self, text: str) -> None:
         if self.echo is not None:
             self.echo(text)
+
+
+def epoch_order(n_units: int, train: C2FTrain, epoch: int) -> np.ndarray:
+    """The units of an epoch, in order: a permutation drawn from ``(seed, epoch)``, cut to
+    ``max_steps_per_epoch``."""
+    order = np.random.default_rng([train.seed, epoch]).permutation(n_units)
+    return order[: train.max_steps_per_epoch] if train.max_steps_per_epoch else order
+
+
+def _global_step(epoch: int, step: int) -> int:
+    return epoch * 10**6 + step
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
