@@ -12,6 +12,8 @@ counted; a region none of whose contour touches such area counts as one independ
 Speed: everything runs on the bounding box of P ∪ G grown by ``relax + 1`` pixels (no path of 5
 dilation steps can leave it, and OpenCV's border rules are kept at true image edges), and the
 per-contour-point bookkeeping of the reference code is vectorised; only the RDP call stays per stretch.
+The GT skeleton is needed only on the few FN pixels the relaxation leaves out, near the GT border, and is
+decided there by a light-cone-limited thinning (:func:`skeleton_on`), with the whole skeleton as fallback.
 ``mode="ife64"`` reproduces IFE's variant: both 0/255 masks resized to 64x64 (bilinear, no
 re-binarisation) with uint8 subtraction, so interpolated rim pixels count as FP/FN.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from typing import Callable
 
 import numpy as np
 
@@ -161,6 +164,91 @@ def gt_skeleton(gt: np.ndarray) -> np.ndarray:
     return out
 
 
+def _permanent_codes() -> np.ndarray:
+    """``PERMANENT[c]``: no sub-neighbourhood of code ``c`` is removable in either sub-pass.
+
+    Thinning only removes pixels, so a pixel's later codes are submasks of its present one: a present
+    pixel whose code is permanent stays in the skeleton."""
+    perm = np.ones(256, dtype=bool)
+    for code in range(256):
+        sub = code
+        while True:  # every submask of ``code``
+            if _ZS_ANY[sub]:
+                perm[code] = False
+                break
+            if sub == 0:
+                break
+            sub = (sub - 1) & code
+    return perm
+
+
+_ZS_PERMANENT = _permanent_codes()
+LOCAL_MARGIN = 12  # px (and sub-passes) of the local thinning around the pixels asked for
+
+
+def skeleton_on(mask: np.ndarray, region: np.ndarray, margin: int = LOCAL_MARGIN) -> np.ndarray:
+    """``skeleton(mask) & region`` (scikit-image's Zhang-Suen skeleton), decided locally when it can be.
+
+    Light-cone argument: a sub-pass reads 3x3 neighbourhoods, so thinning only the pixels of
+    ``W = dilate(region, (2·margin+1)²) ∩ mask`` (the rest of the mask frozen as it is at the start)
+    gives every pixel of ``region`` its true state for the first ``margin`` sub-passes. A region pixel
+    is decided once it is removed (pixels never come back) or when it is present with a permanent
+    neighbourhood code (no submask removable, see :func:`_permanent_codes`) while its neighbours are
+    still exact. Pixels not decided within ``margin`` sub-passes get a second try with three times the
+    margin, and then the whole skeleton (:func:`gt_skeleton`). The HCE regions are within a few pixels
+    of the GT border, so they are decided after about ten sub-passes.
+    """
+    out = np.zeros(mask.shape, dtype=bool)
+    if not region.any():
+        return out
+    todo = region & mask  # region pixels outside the mask stay False
+    for m in (margin, 3 * margin):
+        todo = _decide_locally(mask, todo, m, out)
+        if todo is None:
+            return out
+    return gt_skeleton(mask) & region
+
+
+def _decide_locally(mask: np.ndarray, region: np.ndarray, margin: int, out: np.ndarray) -> np.ndarray | None:
+    """Thin ``margin`` sub-passes around ``region`` (see :func:`skeleton_on`); skeleton pixels decided are
+    set in ``out``. Returns None when every region pixel is decided, else the undecided ones."""
+    import cv2
+
+    size = 2 * margin + 1
+    square = np.ones((size, size), np.uint8)
+    window = cv2.dilate(region.view(np.uint8), square, borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
+    # pixels more than ``margin`` px (chessboard) from the background cannot change in ``margin`` sub-passes
+    deep = cv2.erode(mask.view(np.uint8), square, borderType=cv2.BORDER_CONSTANT, borderValue=0).view(bool)
+    window &= mask & ~deep
+    img = np.pad(mask, 1).astype(np.uint8)
+    width = img.shape[1]
+    flat = img.ravel()
+    off = np.array([-width - 1, -width, -width + 1, 1, width + 1, width, width - 1, -1], dtype=np.intp)
+    todo = np.flatnonzero(np.pad(region, 1).ravel())
+    cand = np.flatnonzero(np.pad(window, 1).ravel())
+    which = 0
+    for done in range(margin + 1):  # ``done`` sub-passes so far: exact on ``region`` and its neighbours
+        present = todo[flat[todo] == 1]  # removed pixels are decided (not in the skeleton)
+        codes = np.packbits(flat[present[:, None] + off], axis=1, bitorder="little")[:, 0]
+        permanent = _ZS_PERMANENT[codes]
+        ys, xs = np.divmod(present[permanent], width)
+        out[ys - 1, xs - 1] = True
+        todo = present[~permanent]
+        if todo.size == 0:
+            return None
+        if done == margin:
+            break
+        codes = np.packbits(flat[cand[:, None] + off], axis=1, bitorder="little")[:, 0]
+        remove = _ZS_PASSES[which][codes]
+        which ^= 1
+        flat[cand[remove]] = 0
+        cand = cand[~remove]
+    undecided = np.zeros(mask.shape, dtype=bool)
+    ys, xs = np.divmod(todo, width)
+    undecided[ys - 1, xs - 1] = True
+    return undecided
+
+
 def _kernel() -> np.ndarray:
     return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=np.uint8)  # skimage disk(1)
 
@@ -186,14 +274,19 @@ def hce(pred: np.ndarray, gt: np.ndarray, mode: str = "dis", relax: int = RELAX,
     g, p = gt[box], pred[box]
     tp = g & p
     fp, fn = p & ~tp, g & ~tp
-    ske = gt_skeleton(g) if fn.any() else np.zeros_like(g)  # skeleton & ~TP is empty when G ⊂ P
-    return float(_relaxed_count(g, p, tp, fp, fn, ske, relax, epsilon))
+    return float(_relaxed_count(g, p, tp, fp, fn, lambda region: skeleton_on(g, region, LOCAL_MARGIN), relax,
+                                epsilon))
 
 
 def _relaxed_count(gt: np.ndarray, pred: np.ndarray, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
-                   ske: np.ndarray, relax: int, epsilon: float, not_gt: np.ndarray | None = None,
-                   not_pred: np.ndarray | None = None) -> int:
-    """The DIS counting on boolean TP/FP/FN maps (``not_gt``/``not_pred``: the dilation constraints)."""
+                   ske_on: Callable[[np.ndarray], np.ndarray], relax: int, epsilon: float,
+                   not_gt: np.ndarray | None = None, not_pred: np.ndarray | None = None) -> int:
+    """The DIS counting on boolean TP/FP/FN maps (``not_gt``/``not_pred``: the dilation constraints).
+
+    The GT skeleton enters as ``FN_r |= ske & ~TP``; the skeleton lies in ``gt``, so only its pixels in
+    ``R = gt & ~TP & ~FN_r`` can change ``FN_r``: ``ske_on(R)`` gives the skeleton on R (not called when
+    R is empty).
+    """
     import cv2
 
     kernel = _kernel()
@@ -208,7 +301,9 @@ def _relaxed_count(gt: np.ndarray, pred: np.ndarray, tp: np.ndarray, fp: np.ndar
     for _ in range(relax):
         fn_r = cv2.dilate(fn_r.view(np.uint8), kernel).view(bool) & not_pred
     fn_r &= fn
-    fn_r |= ske & ~(tp & ske)
+    region = gt & ~tp & ~fn_r
+    if region.any():
+        fn_r |= ske_on(region)
     points_fp, indep_fp = _conditional_boundaries(fp_r, tp | fn_r, epsilon)
     points_fn, indep_fn = _conditional_boundaries(fn_r, ~(tp | fp_r | fn_r), epsilon)
     return points_fp + indep_fp + points_fn + indep_fn
@@ -223,14 +318,12 @@ def _conditional_boundaries(mask: np.ndarray, condition: np.ndarray, epsilon: fl
     8-adjacent; a connected region of ``mask`` with no kept point is independent.
     """
     import cv2
-    from skimage.measure import label
-
     if not mask.any():
         return 0, 0
     mask_u8 = mask.view(np.uint8)
     contours, _ = cv2.findContours(mask_u8, cv2.RETR_TREE, cv2.CHAIN_APPROX_NONE)
-    labels = label(mask)
-    n_regions = int(labels.max())
+    n_labels, labels = cv2.connectedComponents(mask_u8, connectivity=8)  # = skimage label (8-connected)
+    n_regions = n_labels - 1
     if not contours:
         return 0, n_regions
     lengths = np.array([len(c) for c in contours])
@@ -296,4 +389,5 @@ def _hce_ife64(pred: np.ndarray, gt: np.ndarray, relax: int, epsilon: float) -> 
     tp = gb & pb
     fp = pb & ~(tp & (rs == 255))
     fn = gb & ~(tp & (g == 255))
-    return _relaxed_count(gb, pb, tp, fp, fn, ske, relax, epsilon, not_gt=~(tp | fn), not_pred=~(tp | fp))
+    return _relaxed_count(gb, pb, tp, fp, fn, lambda region: ske & region, relax, epsilon, not_gt=~(tp | fn),
+                          not_pred=~(tp | fp))

@@ -210,12 +210,16 @@ class MetricSuite:
     def _byte_map_metrics(self, names: list[str], pred: np.ndarray, gt: np.ndarray, bm: sal.ByteMap,
                           curves: dict[str, np.ndarray]) -> dict[str, float]:
         """The map metrics of an 8-bit map from its (byte, GT) histograms (equal to the float path)."""
-        h_fg, h_all = sal.byte_histograms(bm.data, gt)
+        blocks = None
+        if "s_measure" in names:  # the S-measure's four blocks come with the image's histograms
+            h_fg, h_all, blocks = sal.quadrant_histograms(bm.data, gt)
+        else:
+            h_fg, h_all = sal.byte_histograms(bm.data, gt)
         out: dict[str, float] = {}
         if "mae" in names:
             out["mae"] = sal.mae_ife(pred, gt) if self.policy.compat == "ife" else sal.mae_bytes(bm, h_fg, h_all)
         if "s_measure" in names:
-            out["s_measure"] = sal.s_measure_bytes(bm, gt, h_fg, h_all)
+            out["s_measure"] = sal.s_measure_bytes(bm, gt, h_fg, h_all, blocks)
         if "wf_measure" in names:
             out["wf_measure"] = sal.weighted_f_measure(bm, gt)
         if "soft_dice" in names:
