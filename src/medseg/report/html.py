@@ -19,7 +19,7 @@ import csv
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -142,6 +142,15 @@ def _stats(values: np.ndarray) -> dict[str, float]:
     fin = values[np.isfinite(values)]
     return {"mean": float(fin.mean()) if fin.size else math.nan, "std": float(fin.std(ddof=1)) if fin.size > 1 else 0.0,
             "n": int(fin.size), "excluded": int(values.size - fin.size)}
+
+
+def _unique_names(sources: Sequence[Source]) -> list[Source]:
+    """The sources, with ``parent/name`` for inputs whose folder or file names are equal (``unet/seed_0``,
+    ``unet_e/seed_0`` from ``medseg sweep``), so the curves, group bars and comparison keep one entry each."""
+    names = [s.name for s in sources]
+    out = [replace(s, name=f"{s.path.parent.name}/{s.name}") if names.count(s.name) > 1 else s for s in sources]
+    names = [s.name for s in out]
+    return [replace(s, name=f"{i}:{s.name}") if names.count(s.name) > 1 else s for i, s in enumerate(out)]
 
 
 def _slug(text: str) -> str:
@@ -380,7 +389,7 @@ def build_report(inputs: Sequence[str | Path], output: str | Path, *, split: str
     output = Path(output)
     fig_dir = output.with_name(f"{output.stem}_figures")
     _check_output(output, fig_dir, [Path(p) for p in inputs], overwrite)
-    sources = [load_source(p, split) for p in inputs]
+    sources = _unique_names([load_source(p, split) for p in inputs])
     names = [_slug(s.name) for s in sources]
     names = [n if names.count(n) == 1 else f"{i}_{n}" for i, n in enumerate(names)]
     metric = metric or sources[0].metric_columns[0]
