@@ -26,7 +26,6 @@ Image = pytest.importorskip("PIL.Image")
 from medseg.cli import main as cli_main  # noqa: E402
 from medseg.integrations.nnunet import network as nnnet  # noqa: E402
 from medseg.integrations.nnunet import run  # noqa: E402
-from medseg.integrations.nnunet.errors import NNUNetError  # noqa: E402
 from medseg.integrations.nnunet.trainers import trainer_classes  # noqa: E402
 from medseg.losses import create_loss  # noqa: E402
 

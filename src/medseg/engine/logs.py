@@ -44,7 +44,7 @@ class RunLogger:
             return
         path = self.dir / "epochs.jsonl"
         if path.is_file():
-            rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             self.epochs = [r for r in rows if r["epoch"] < upto_epoch]
             self._write_epochs()
         steps = self.dir / "steps.jsonl"
@@ -57,7 +57,7 @@ class RunLogger:
                     continue  # a line cut by a crash
                 if rec["global_step"] <= upto_step:
                     kept.append(line)
-            atomic_write_text("".join(l + "\n" for l in kept), steps)
+            atomic_write_text("".join(line + "\n" for line in kept), steps)
 
     def step(self, record: dict[str, Any]) -> None:
         if not self.enabled:

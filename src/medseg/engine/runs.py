@@ -19,7 +19,7 @@ def list_runs(folder: Path) -> list[dict[str, Any]]:
         epochs, best = 0, None
         log = run / "logs" / "epochs.jsonl"
         if log.is_file():
-            records = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
+            records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
             epochs = len(records)
             values = [r[f"val_{metric}"] for r in records if isinstance(r.get(f"val_{metric}"), (int, float))]
             if values:

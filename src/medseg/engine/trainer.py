@@ -541,7 +541,7 @@ def validate(model: nn.Module, cfg: RunConfig, rt: Runtime, loss_fn: nn.Module |
     # a binary case with empty prediction and empty GT is a perfect 1 (metrics-policy)
     if cfg.data.num_classes == 1:
         per_case = np.where(np.isnan(per_case), 1.0, per_case)
-    losses = np.array([l for _, _, l in rows])
+    losses = np.array([loss for _, _, loss in rows])
     return {"dice": float(np.nanmean(per_case)) if per_case.size else float("nan"),
             "loss": float(np.nanmean(losses)) if np.isfinite(losses).any() else float("nan"),
             "cases": len(rows)}

@@ -359,11 +359,11 @@ def _count_stretch_points(pts: np.ndarray, keep: np.ndarray, lengths: np.ndarray
     firsts = np.flatnonzero(np.concatenate([[True], run_contour[1:] != run_contour[:-1]]))
     lasts = np.concatenate([firsts[1:] - 1, [run_contour.size - 1]])
     drop = []
-    for f, l in zip(firsts, lasts):
-        if l > f:
-            dx, dy = np.abs(segments[f][0] - segments[l][-1])
+    for f, last in zip(firsts, lasts):
+        if last > f:
+            dx, dy = np.abs(segments[f][0] - segments[last][-1])
             if max(dx, dy) == 1:
-                segments[l] = np.concatenate([segments[l], segments[f][::-1]])
+                segments[last] = np.concatenate([segments[last], segments[f][::-1]])
                 drop.append(f)
     for f in drop:
         segments[f] = None
