@@ -166,19 +166,6 @@ def test_region_batch_dice_hand_counts() -> None:
     assert d.tolist() == [[0.5, 0.0, 1.0], [1.0, 1.0, 1.0]]
 
 
-def test_predict_refuses_a_region_model_instead_of_an_argmax(tmp_path, monkeypatch) -> None:
-    import medseg.engine.predict as predict
-    from medseg.errors import UserError
-
-    lab, _ = _boxes()
-    _write(tmp_path, {"a": lab})
-    cfg = build_config(_raw(tmp_path))
-    monkeypatch.setattr(predict, "load_predictor", lambda *a, **k: ([RegionOracle()], cfg))
-    with pytest.raises(UserError, match="medseg evaluate"):
-        predict.predict_paths("unused.pt", tmp_path / "images", tmp_path / "out", progress=False, echo=None)
-    assert not any((tmp_path / "out").glob("*.nii.gz"))
-
-
 def test_a_label_outside_the_scheme_names_the_case(tmp_path: Path) -> None:
     from medseg.errors import DataError
 
@@ -188,3 +175,29 @@ def test_a_label_outside_the_scheme_names_the_case(tmp_path: Path) -> None:
     cfg = build_config(_raw(tmp_path))
     with pytest.raises(DataError, match=r"case 'a'.*\[5\]"):
         build_dataset(cfg.data, "test")[0]
+
+
+def test_predict_decodes_region_outputs_into_a_brats_label_map(tmp_path, monkeypatch) -> None:
+    """``medseg predict`` on a region model: sigmoid (not softmax) per region, the nested masks written as a
+    label map (ET 4, core 1, oedema 2), P(WT) as the probability map, and a note saying what was written.
+    Oracle: the hand-made regions of ``_boxes`` (a softmax over the three channels would put ET nowhere
+    inside TC, and an argmax would write labels 0..2)."""
+    import medseg.engine.predict as predict
+
+    lab, regions = _boxes()
+    _write(tmp_path, {"a": lab})
+    cfg = build_config(_raw(tmp_path))
+    monkeypatch.setattr(predict, "load_predictor", lambda *a, **k: ([RegionOracle()], cfg))
+    notes: list[str] = []
+    out = tmp_path / "pred"
+    written = predict.predict_paths("unused.pt", tmp_path / "images", out, save_probabilities=True, progress=False,
+                                    echo=notes.append)
+    saved = np.asarray(nib.load(written[0]).dataobj)
+    expected = np.zeros(SHAPE, np.int64)
+    expected[regions["WT"]] = 2
+    expected[regions["TC"]] = 1
+    expected[regions["ET"]] = 4
+    np.testing.assert_array_equal(saved, expected)
+    prob = np.asarray(nib.load(out / "a_prob.nii.gz").dataobj)
+    np.testing.assert_array_equal(prob > 0.5, regions["WT"])
+    assert any("region model" in n and "labels 1 and 3" in n for n in notes)

@@ -70,15 +70,16 @@ def member_probabilities(model: nn.Module, image: torch.Tensor, logits_of: Logit
     """
     dims = image.ndim - 2
     model_dims = int(getattr(model, "spatial_dims", dims))
+    sigmoid = bool(cfg is not None and cfg.data.nifti.regions)  # region outputs overlap: no softmax
     if tta not in (None, "none") and dims == 3 and model_dims == 3:  # sliding window: reuse its mirroring
         tta_flips(tta, 3)  # validates the choice
-        return probabilities(finish(logits_of(model, image, mirror_axes=(0, 1, 2))))
+        return probabilities(finish(logits_of(model, image, mirror_axes=(0, 1, 2))), sigmoid)
     skip = slice_axis(cfg) if dims == 3 and model_dims == 2 and cfg is not None else None
     flips = tta_flips(tta, dims, skip)
     total: torch.Tensor | None = None
     for d in flips:
         logits = logits_of(model, image.flip(d) if d else image)
-        prob = probabilities(finish(logits.flip(d) if d else logits))
+        prob = probabilities(finish(logits.flip(d) if d else logits), sigmoid)
         total = prob if total is None else total.add_(prob)
     return total / len(flips) if len(flips) > 1 else total
 

@@ -74,16 +74,14 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
         sample = dataset[index]
         gt, meta = dataset.read_original(index)
         with torch.no_grad():
+            prob = member_probabilities(model, sample["image"][None],
+                                        lambda m, x, **kw: case_logits(m, x, cfg, rt, **kw),
+                                        lambda logits: _to_original(logits, gt.shape, meta), tta, cfg)
             if cfg.data.nifti.regions:  # sigmoid WT/TC/ET outputs: region masks scored directly (docs/cwcd.md)
                 from medseg.regions import region_outputs
 
-                logits = case_logits(model, sample["image"][None], cfg, rt, mirror_axes=(0, 1, 2) if tta else None)
-                prob = torch.sigmoid(_to_original(logits, gt.shape, meta))
                 scored, pred = region_outputs(prob[0].cpu().numpy(), cfg.eval.threshold, cfg.data.nifti.regions)
             else:
-                prob = member_probabilities(model, sample["image"][None],
-                                            lambda m, x, **kw: case_logits(m, x, cfg, rt, **kw),
-                                            lambda logits: _to_original(logits, gt.shape, meta), tta, cfg)
                 pred = scored = labels_from_probabilities(prob, cfg.eval.threshold)[0].cpu().numpy()
         fg = prob[0, 0].cpu().numpy() if prob.shape[1] == 1 else None
         gt_labels = np.asarray(gt).astype(np.int64)

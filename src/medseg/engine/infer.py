@@ -62,9 +62,10 @@ def sliding_window_logits(model: nn.Module, volume: torch.Tensor, roi_size: Sequ
     return out[crop]
 
 
-def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Sigmoid for one channel (binary), softmax over channels otherwise."""
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else logits.softmax(1)
+def probabilities(logits: torch.Tensor, sigmoid: bool = False) -> torch.Tensor:
+    """Sigmoid for one channel (binary) or for independent channels (``sigmoid``: BraTS region outputs
+    WT / TC / ET, which overlap), softmax over channels otherwise."""
+    return torch.sigmoid(logits) if sigmoid or logits.shape[1] == 1 else logits.softmax(1)
 
 
 def labels_from_probabilities(prob: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:

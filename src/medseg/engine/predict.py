@@ -278,7 +278,12 @@ def predict_case(model: torch.nn.Module | Sequence[torch.nn.Module], files: Sequ
             finish = lambda logits: to_original_size(logits, original, pad)  # noqa: E731
         prob = ensemble_probabilities(models, image, lambda m, x, **kw: case_logits(m, x, cfg, rt, **kw), finish,
                                       tta, cfg)
-        labels = labels_from_probabilities(prob, cfg.eval.threshold)[0].cpu().numpy()
+    if cfg.data.nifti.regions:  # sigmoid WT / TC / ET: nested masks -> a BraTS label map (ET 4); fg = P(WT)
+        from medseg.regions import region_outputs
+
+        _, labels = region_outputs(prob[0].cpu().numpy(), cfg.eval.threshold, cfg.data.nifti.regions)
+        return labels.astype(np.uint8), prob[0, 0].cpu().numpy()
+    labels = labels_from_probabilities(prob, cfg.eval.threshold)[0].cpu().numpy()
     fg = prob[0, 0] if prob.shape[1] == 1 else 1 - prob[0, 0]
     return labels.astype(np.uint8), fg.cpu().numpy()
 
@@ -318,10 +323,8 @@ def predict_paths(checkpoint: str | Path | None, source: str | Path, output: str
         echo("note: some inputs share a name; their predictions are named apart: "
              + ", ".join(f"{c.files[0].name} -> {c.targets(Path(), False)[0].name}" for c in renamed))
     models, cfg = load_predictor(checkpoint, engine=engine, run=run, trust=trust)
-    if cfg.data.nifti.regions:  # 3 sigmoid region outputs: an argmax over them would be wrong (docs/cwcd.md)
-        raise UserError(f"this model was trained on BraTS region outputs (data.nifti.regions: "
-                        f"{cfg.data.nifti.regions}), which medseg predict does not decode yet; use medseg "
-                        "evaluate RUN (it writes the predictions)")
+    if cfg.data.nifti.regions and echo is not None:  # 3 sigmoid region outputs (docs/cwcd.md)
+        echo(region_note(cfg.data.nifti.regions))
     rt = make_runtime(cfg.train, 2)
     models = [m.to(rt.device) for m in models]
     out_dir = Path(output)
@@ -340,6 +343,16 @@ def predict_paths(checkpoint: str | Path | None, source: str | Path, output: str
     if failures:
         raise PredictionError(failures, written, len(cases), out_dir)
     return written
+
+
+def region_note(scheme: str) -> str:
+    """What a region model's saved label map holds (the regions are nested; ``brats2015``'s two core labels
+    cannot be told apart from them)."""
+    core = ("1 = tumour core outside ET (necrosis and non-enhancing tumour, labels 1 and 3 of brats2015, cannot "
+            "be separated from regions)" if scheme == "brats2015" else "1 = tumour core outside ET")
+    return (f"note: region model (data.nifti.regions: {scheme}): each voxel is WT / TC / ET by sigmoid >= "
+            f"eval.threshold, saved as a label map: 4 = enhancing tumour (ET), {core}, 2 = oedema (WT outside "
+            "TC); --probabilities writes P(WT)")
 
 
 def load_predictor(checkpoint: str | Path | None, *, engine: str = "torch", run: str | Path | None = None,
