@@ -12,7 +12,8 @@ low-level feature after its 1x1+BN+ReLU and (b) the 256-ch ASPP output (stride 1
 ``ife_aspp_pre_dropout=True`` scores the pre-dropout features instead, the released code scores the
 dropout-masked ones) as ``cat([selected, raw])``; ``last_conv`` then takes
 ``48 + floor(48 r_low) + 256 + floor(256 r_aspp)`` channels (baseline 304; 532 for 0.75/0.75).
-``ife_aspp=False`` enhances only the low-level feature (the paper's wording).
+``ife_aspp=False`` enhances only the low-level feature (the paper's wording). The two points are IFE levels 0
+(low level) and 1 (ASPP) of :class:`medseg.modules.ife.IFESpec`; a ratio of 0 means no IFE there.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from medseg.models import register_model
 from medseg.modules.aspp import ASPP
 from medseg.modules.encoders import timm_encoder
-from medseg.modules.ife import IFE, gather_channels
+from medseg.modules.ife import IFESpec, build_ife, gather_channels
 
 LOW_LEVEL = 48
 ASPP_WIDTH = 256
@@ -46,8 +47,7 @@ class DeepLabV3Plus(nn.Module):
 
     def __init__(self, in_channels: int = 3, out_channels: int = 1, encoder: str = "resnet101.tv_in1k",
                  pretrained: bool | str = False, output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4),
-                 ife: str | None = None, ife_ratio: Sequence[float] = (0.75, 0.75), ife_entropy_mode: str = "hist1d",
-                 ife_aspp: bool = True, ife_aspp_pre_dropout: bool = False) -> None:
+                 ife: IFESpec | None = None, ife_aspp_pre_dropout: bool = False) -> None:
         super().__init__()
         if output_stride not in (8, 16):
             raise ValueError(f"deeplabv3plus: output_stride must be 8 or 16, got {output_stride}")
@@ -62,17 +62,10 @@ class DeepLabV3Plus(nn.Module):
         self.aspp = ASPP(high_ch, ASPP_WIDTH, tuple(r * 16 // output_stride for r in (6, 12, 18)))
         self.low = nn.Sequential(nn.Conv2d(low_ch, LOW_LEVEL, 1, bias=False), nn.BatchNorm2d(LOW_LEVEL),
                                  nn.ReLU(inplace=True))
-        ratios = list(ife_ratio)
-        if len(ratios) != 2:
-            raise ValueError(f"deeplabv3plus: ife_ratio is (low-level, ASPP), got {tuple(ratios)}")
-        use = ife not in (None, "none", "off")
-        self.ife_low = IFE(ratios[0], ife, ife_entropy_mode, LOW_LEVEL, "deeplab.low_level", "selected_first") \
-            if use and ratios[0] else None
-        self.ife_aspp = IFE(ratios[1], ife, ife_entropy_mode, ASPP_WIDTH, "deeplab.aspp", "selected_first") \
-            if use and ife_aspp and ratios[1] else None
+        self.ife, widths = build_ife(ife, (LOW_LEVEL, ASPP_WIDTH), ("deeplab.low_level", "deeplab.aspp"),
+                                     "selected_first")
         self.ife_aspp_pre_dropout = ife_aspp_pre_dropout
-        cin = sum(m.out_channels(c) if m is not None else c
-                  for m, c in ((self.ife_low, LOW_LEVEL), (self.ife_aspp, ASPP_WIDTH)))
+        cin = sum(widths)
         self.last_conv = nn.Sequential(
             nn.Conv2d(cin, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256), nn.ReLU(inplace=True), nn.Dropout(0.5),
             nn.Conv2d(256, 256, 3, padding=1, bias=False), nn.BatchNorm2d(256), nn.ReLU(inplace=True), nn.Dropout(0.1),
@@ -89,12 +82,11 @@ class DeepLabV3Plus(nn.Module):
         return self.last_conv[0].in_channels
 
     def _aspp(self, x: torch.Tensor) -> torch.Tensor:
-        if self.ife_aspp is None or not self.ife_aspp_pre_dropout:
-            x = self.aspp(x)
-            return self.ife_aspp(x) if self.ife_aspp is not None else x
+        if "1" not in self.ife or not self.ife_aspp_pre_dropout:
+            return self.ife.enhance(1, self.aspp(x))
         proj = self.aspp.project
         feat = proj[:-1](self.aspp.concat_branches(x))
-        _, index, _ = self.ife_aspp.select(feat)  # scores on the pre-dropout features
+        _, index, _ = self.ife["1"].select(feat)  # scores on the pre-dropout features
         out = proj[-1](feat)
         return torch.cat([gather_channels(out, index), out], dim=1)
 
@@ -102,9 +94,7 @@ class DeepLabV3Plus(nn.Module):
         size = x.shape[2:]
         low, high = self.encoder(x)
         high = self._aspp(high)
-        low = self.low(low)
-        if self.ife_low is not None:
-            low = self.ife_low(low)
+        low = self.ife.enhance(0, self.low(low))
         high = F.interpolate(high, size=low.shape[2:], mode="bilinear", align_corners=True)
         out = self.last_conv(torch.cat([high, low], dim=1))
         return F.interpolate(out, size=size, mode="bilinear", align_corners=True)
@@ -115,6 +105,10 @@ def deeplabv3plus(in_channels: int = 3, out_channels: int = 1, encoder: str = "r
                   pretrained: bool | str = False, output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4),
                   ife: str | None = None, ife_ratio: Sequence[float] = (0.75, 0.75), ife_entropy_mode: str = "hist1d",
                   ife_aspp: bool = True, ife_aspp_pre_dropout: bool = False) -> DeepLabV3Plus:
-    """DeepLabV3+ (ResNet-101, output stride 16); ``ife=`` adds IFE on the low-level and ASPP features."""
-    return DeepLabV3Plus(in_channels, out_channels, encoder, pretrained, output_stride, multi_grid, ife, ife_ratio,
-                         ife_entropy_mode, ife_aspp, ife_aspp_pre_dropout)
+    """DeepLabV3+ (ResNet-101, output stride 16); ``ife=`` adds IFE on the low-level (level 0) and ASPP (level 1)
+    features with ``ife_ratio=(r_low, r_aspp)`` (0 = none there); ``ife_aspp=False`` is ``r_aspp = 0``."""
+    spec = IFESpec.from_kwargs("deeplabv3plus", ife, ife_ratio, None, ife_entropy_mode)
+    if spec is not None and not ife_aspp:
+        spec = spec.without(1)
+    return DeepLabV3Plus(in_channels, out_channels, encoder, pretrained, output_stride, multi_grid, spec,
+                         ife_aspp_pre_dropout)

@@ -15,9 +15,11 @@ stages, highest first, upsampled to the input size]}`` (nnU-Net weights them ``1
 ``deep_supervision_weights``; the lowest-resolution decoder output is dropped, as nnU-Net gives it weight 0);
 in eval mode it returns the logits only.
 
-IFE (``docs/ife.md``, section Networks): ``ife="curvature"|"entropy"`` on the skips of encoder stages
-``ife_stages=(2, 3)`` (the full-resolution stage is 1) with ``ife_ratio=(0.75, 0.5)``; the first conv of the
-matching decoder stage takes ``C + floor(r C)`` skip channels plus the ``C`` upsampled ones.
+IFE (``docs/ife.md``, section Networks): ``ife="curvature"|"entropy"`` on the skips ``ife_levels=(1, 2)``
+(0-based as everywhere in medseg, :class:`medseg.modules.ife.IFESpec`: skip ``l`` is the output of encoder
+stage ``l + 1``, 0 = full resolution) with ``ife_ratio=(0.75, 0.5)``; the first conv of the matching decoder
+stage takes ``C + floor(r C)`` skip channels plus the ``C`` upsampled ones. The older ``ife_stages=(2, 3)``
+counts the same stages from 1 and is still accepted (give one of the two).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetBasicBlock, UnetOutBlock, get_conv_layer
 
 from medseg.models import register_model
-from medseg.modules.ife import IFE
+from medseg.modules.ife import IFESpec, IFESpecError, build_ife
 
 NORM = ("instance", {"affine": True})
 ACT = ("leakyrelu", {"inplace": True, "negative_slope": 0.01})
@@ -92,8 +94,7 @@ class DynamicUNet(nn.Module):
     """nnU-Net-style U-Net built from a :class:`UNetPlan` (module docstring)."""
 
     def __init__(self, plan: UNetPlan, in_channels: int = 1, out_channels: int = 1, deep_supervision: bool = True,
-                 ife: str | None = None, ife_ratio: Sequence[float] = (0.75, 0.5), ife_entropy_mode: str = "hist1d",
-                 ife_stages: Sequence[int] = (2, 3)) -> None:
+                 ife: IFESpec | None = None) -> None:
         super().__init__()
         self.plan = plan
         dims = len(plan.strides[0])
@@ -105,7 +106,8 @@ class DynamicUNet(nn.Module):
         self.encoders = nn.ModuleList(
             UnetBasicBlock(dims, in_channels if i == 0 else w[i - 1], w[i], plan.kernels[i], plan.strides[i], NORM, ACT)
             for i in range(n))
-        self.ife = nn.ModuleDict(self._build_ife(ife, ife_ratio, ife_entropy_mode, ife_stages, n))
+        self.ife, skip_widths = build_ife(ife, w[:-1], [f"nnunet.stage{i + 1}" for i in range(n - 1)], "raw_first",
+                                          "skip connection")
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
         self.heads = nn.ModuleDict()  # decoder index -> 1x1 head; the deepest decoder stage has none (weight 0)
@@ -113,26 +115,9 @@ class DynamicUNet(nn.Module):
         for j, i in enumerate(range(n - 2, -1, -1)):  # decoder j joins skip i
             self.ups.append(get_conv_layer(dims, w[i + 1], w[i], plan.strides[i + 1], plan.strides[i + 1],
                                            conv_only=True, is_transposed=True))
-            skip = self.ife[str(i)].out_channels(w[i]) if str(i) in self.ife else w[i]
-            self.decoders.append(UnetBasicBlock(dims, skip + w[i], w[i], plan.kernels[i], 1, NORM, ACT))
+            self.decoders.append(UnetBasicBlock(dims, skip_widths[i] + w[i], w[i], plan.kernels[i], 1, NORM, ACT))
             if j >= first_head or j == n - 2:
                 self.heads[str(j)] = UnetOutBlock(dims, w[i], out_channels)
-
-    def _build_ife(self, ife: str | None, ratios: Sequence[float], mode: str, stages: Sequence[int],
-                   n: int) -> dict[str, IFE]:
-        if ife in (None, "none", "off"):
-            return {}
-        if len(ratios) != len(stages):
-            raise ValueError(f"nnunet: ife_ratio {tuple(ratios)} needs one ratio per stage in ife_stages "
-                             f"{tuple(stages)}")
-        out = {}
-        for stage, r in zip(stages, ratios):
-            if not 1 <= stage <= n - 1:
-                raise ValueError(f"nnunet: ife stage {stage} has no skip connection; this plan has skip stages "
-                                 f"1..{n - 1} (1 = full resolution)")
-            if r:
-                out[str(stage - 1)] = IFE(r, ife, mode, self.plan.widths[stage - 1], f"nnunet.stage{stage}")
-        return out
 
     @property
     def deep_supervision_weights(self) -> list[float]:
@@ -162,10 +147,7 @@ class DynamicUNet(nn.Module):
         last = len(self.decoders) - 1
         outs = []
         for j, (up, dec) in enumerate(zip(self.ups, self.decoders)):
-            level = len(skips) - 1
-            skip = skips.pop()
-            if str(level) in self.ife:
-                skip = self.ife[str(level)](skip)
+            skip = self.ife.enhance(len(skips) - 1, skips.pop())
             x = dec(torch.cat([skip, up(x)], dim=1))
             if j == last or (supervise and str(j) in self.heads):
                 outs.append(self.heads[str(j)](x))
@@ -176,13 +158,28 @@ class DynamicUNet(nn.Module):
         return {"out": outs[-1], "aux": aux}
 
 
+def nnunet_ife_spec(ife: str | None, ife_ratio: Sequence[float], ife_entropy_mode: str,
+                    ife_levels: Sequence[int] | None, ife_stages: Sequence[int] | None) -> IFESpec | None:
+    """The IFE spec of the factory options: ``ife_levels`` (0-based) or the older ``ife_stages`` (1-based)."""
+    if ife_levels is not None and ife_stages is not None:
+        raise IFESpecError(f"nnunet: give ife_levels {tuple(ife_levels)} (0-based) or ife_stages "
+                           f"{tuple(ife_stages)} (the same skips counted from 1), not both")
+    if ife_stages is not None:
+        return IFESpec.from_kwargs("nnunet", ife, ife_ratio, ife_stages, ife_entropy_mode, levels_key="ife_stages",
+                                   levels_base=1)
+    return IFESpec.from_kwargs("nnunet", ife, ife_ratio, (1, 2) if ife_levels is None else ife_levels,
+                               ife_entropy_mode)
+
+
 @register_model("nnunet", aliases=("dynunet",))
 def nnunet(in_channels: int = 1, out_channels: int = 1, patch_size: Sequence[int] = (256, 256),
            spacing: Sequence[float] | None = None, base: int = 32, max_features: int | None = None,
            min_feature_map_size: int = 4, max_pools: int = 999, deep_supervision: bool = True, ife: str | None = None,
            ife_ratio: Sequence[float] = (0.75, 0.5), ife_entropy_mode: str = "hist1d",
-           ife_stages: Sequence[int] = (2, 3)) -> DynamicUNet:
-    """nnU-Net-style dynamic U-Net (topology from patch size and spacing); ``ife=`` adds IFE on stages 2-3."""
+           ife_levels: Sequence[int] | None = None, ife_stages: Sequence[int] | None = None) -> DynamicUNet:
+    """nnU-Net-style dynamic U-Net (topology from patch size and spacing); ``ife=`` adds IFE on the skips
+    ``ife_levels`` (0-based; default ``(1, 2)`` = encoder stages 2 and 3). ``ife_stages`` is the older,
+    1-based name of the same skips (``ife_stages=(2, 3)`` == ``ife_levels=(1, 2)``), kept for compatibility."""
     plan = plan_unet(patch_size, spacing, min_feature_map_size, max_pools, base, max_features)
-    return DynamicUNet(plan, in_channels, out_channels, deep_supervision, ife, ife_ratio, ife_entropy_mode,
-                       ife_stages)
+    spec = nnunet_ife_spec(ife, ife_ratio, ife_entropy_mode, ife_levels, ife_stages)
+    return DynamicUNet(plan, in_channels, out_channels, deep_supervision, spec)

@@ -9,9 +9,10 @@ to 32 channels; the neighbour connection decoder (NCD) turns the raw TEM outputs
 ``forward`` returns ``{"out": S3, "aux": [S_g, S5, S4]}``, all upsampled bilinearly to the input size; the
 paper trains with the unweighted sum of the structure loss over the four maps and tests with S3.
 
-IFE (§2.4): ``ife="curvature"|"entropy"``, ``ife_ratio=(r8, r16, r32)`` (default (0.75, 0.75, 1)) enhance the TEM
-outputs as ``cat([selected, raw])`` for the reverse stages only (the NCD keeps the raw features); a reverse
-stage with r > 0 first maps ``32 + floor(32 r)`` channels back to 32 by a 3x3 conv with bias.
+IFE (§2.4): ``ife="curvature"|"entropy"``, ``ife_ratio=(r8, r16, r32)`` (default (0.75, 0.75, 1); IFE levels 0, 1, 2
+of :class:`medseg.modules.ife.IFESpec`, 0 = no IFE there) enhance the TEM outputs as ``cat([selected, raw])`` for
+the reverse stages only (the NCD keeps the raw features); a reverse stage with r > 0 first maps
+``32 + floor(32 r)`` channels back to 32 by a 3x3 conv with bias.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 
 from medseg.models import register_model
 from medseg.modules.encoders import timm_encoder
-from medseg.modules.ife import IFE
+from medseg.modules.ife import IFESpec, build_ife
 
 
 class BasicConv2d(nn.Sequential):
@@ -121,8 +122,7 @@ class SINetV2(nn.Module):
     input_divisor = 32
 
     def __init__(self, in_channels: int = 3, out_channels: int = 1, encoder: str = "res2net50d",
-                 pretrained: bool | str = False, channel: int = 32, ife: str | None = None,
-                 ife_ratio: Sequence[float] = (0.75, 0.75, 1.0), ife_entropy_mode: str = "hist1d") -> None:
+                 pretrained: bool | str = False, channel: int = 32, ife: IFESpec | None = None) -> None:
         super().__init__()
         if out_channels != 1:
             raise ValueError(f"sinet_v2 predicts one binary map (out_channels=1), got out_channels={out_channels}")
@@ -130,21 +130,14 @@ class SINetV2(nn.Module):
         c2, c3, c4 = self.encoder.feature_info.channels()
         self.tem2, self.tem3, self.tem4 = TEM(c2, channel), TEM(c3, channel), TEM(c4, channel)
         self.ncd = NCD(channel)
-        ratios = list(ife_ratio)
-        if len(ratios) != 3:
-            raise ValueError(f"sinet_v2: ife_ratio is (stride 8, stride 16, stride 32), got {tuple(ratios)}")
-        use = ife not in (None, "none", "off")
-        self.ife = nn.ModuleList([
-            IFE(r, ife, ife_entropy_mode, channel, f"sinet.tem{s}", "selected_first") if use and r else nn.Identity()
-            for r, s in zip(ratios, (8, 16, 32))])
-        widths = [m.out_channels(channel) if isinstance(m, IFE) else channel for m in self.ife]
+        self.ife, widths = build_ife(ife, [channel] * 3, [f"sinet.tem{s}" for s in (8, 16, 32)], "selected_first")
         self.rs3, self.rs4, self.rs5 = (ReverseStage(channel, w) for w in widths)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
         size = x.shape[2:]
         f2, f3, f4 = self.encoder(x)
         t2, t3, t4 = self.tem2(f2), self.tem3(f3), self.tem4(f4)
-        e2, e3, e4 = (m(t) for m, t in zip(self.ife, (t2, t3, t4)))
+        e2, e3, e4 = (self.ife.enhance(level, t) for level, t in enumerate((t2, t3, t4)))
         s_g = self.ncd(t4, t3, t2)
         g5 = F.interpolate(s_g, size=t4.shape[2:], mode="bilinear")
         s5 = self.rs5(e4, g5) + g5
@@ -160,5 +153,7 @@ class SINetV2(nn.Module):
 def sinet_v2(in_channels: int = 3, out_channels: int = 1, encoder: str = "res2net50d", pretrained: bool | str = False,
              channel: int = 32, ife: str | None = None, ife_ratio: Sequence[float] = (0.75, 0.75, 1.0),
              ife_entropy_mode: str = "hist1d") -> SINetV2:
-    """SINet-V2 (Res2Net-50-v1b, TEM/NCD/GRA); returns {"out": S3, "aux": [Sg, S5, S4]}; ``ife=`` adds IFE."""
-    return SINetV2(in_channels, out_channels, encoder, pretrained, channel, ife, ife_ratio, ife_entropy_mode)
+    """SINet-V2 (Res2Net-50-v1b, TEM/NCD/GRA); returns {"out": S3, "aux": [Sg, S5, S4]}; ``ife=`` adds IFE on the
+    TEM outputs at stride 8, 16, 32 with ``ife_ratio=(r8, r16, r32)`` (0 = none at that stride)."""
+    spec = IFESpec.from_kwargs("sinet_v2", ife, ife_ratio, None, ife_entropy_mode)
+    return SINetV2(in_channels, out_channels, encoder, pretrained, channel, spec)

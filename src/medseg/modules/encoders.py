@@ -1,7 +1,8 @@
 """The one place that builds a timm feature encoder and loads its weights.
 
-Every encoder-based model (CHNet, SINet-V2, DeepLabV3+, the coarse-to-fine ResNet-18) calls
-:func:`timm_encoder`: ``timm.create_model(name, features_only=True, out_indices=..., in_chans=...)`` with
+Every encoder-based model (CHNet, SINet-V2, DeepLabV3+, the coarse-to-fine ResNet-18, UNet with
+``encoder="tu-<timm name>"``) calls :func:`timm_encoder`:
+``timm.create_model(name, features_only=True, out_indices=..., in_chans=...)`` with
 
 * a clear error for an unknown name (the nearest timm names) or feature levels the model cannot give;
 * ``pretrained`` as everywhere in medseg:

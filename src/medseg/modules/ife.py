@@ -32,15 +32,23 @@ Scores (``docs/ife.md``, section Scores), per sample ``b`` and channel ``c`` of 
   A constant normaliser does not change the ranking inside one layer.
 
 Scores are computed in fp32 without gradient (autocast off); the gathered channels carry gradients.
+
+Wiring (``docs/ife.md``, section Networks): every medseg network gets its IFE modules and its widened
+channel counts from one :class:`IFESpec` (built from the factory's ``ife=`` / ``ife_ratio=`` /
+``ife_levels=`` options by :meth:`IFESpec.from_kwargs`) and one call of :func:`build_ife`. **Levels count from
+0**, in the network's list of IFE points, shallowest (highest resolution) first.
 """
 from __future__ import annotations
 
 import math
-from typing import Final
+from dataclasses import dataclass, replace
+from typing import Final, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from medseg.errors import UserError
 
 SCORES: Final = ("curvature", "entropy")
 ENTROPY_MODES: Final = ("hist1d", "batch_hist1d", "unique", "joint2d")
@@ -280,3 +288,138 @@ def make_ife(ratio: float | None, score: str | None, entropy_mode: str, channels
     if score is None or ratio is None or ratio == 0:
         return None
     return IFE(ratio, score, entropy_mode, channels=channels, name=name, order=order)
+
+
+# ------------------------------------------------------------------------------------------ wiring
+NO_IFE: Final = (None, "none", "off")
+
+
+class IFESpecError(UserError, ValueError):
+    """IFE options of a network that cannot be honoured; the message names the option (``ife_ratio``...)."""
+
+
+@dataclass(frozen=True)
+class IFESpec:
+    """Which IFE a network applies at which of its IFE points: the one wiring of every medseg network.
+
+    **Indexing convention**: a *level* is the 0-based index of an IFE point in the network's list of points,
+    shallowest (highest resolution) first. ``unet``/``unet3d``: skip ``l`` is the encoder output at stride
+    ``2**l`` (0 = full resolution; the paper's c2, c3 are levels 1, 2); ``nnunet``: skip ``l`` = encoder
+    stage ``l + 1`` (its older ``ife_stages`` counts from 1 and is still accepted); ``sinet_v2``: 0, 1, 2 =
+    the TEM outputs at stride 8, 16, 32; ``deeplabv3plus``: 0 = the 48-ch low-level feature, 1 = the ASPP
+    output.
+
+    Attributes:
+        score: ``"curvature"`` (Eq. 1) or ``"entropy"`` (Eq. 2).
+        levels: the levels that get IFE (0-based, distinct).
+        ratios: one ratio per level in [0, 1]; 0 = no IFE at that level (the consuming layer keeps its width).
+        entropy_mode: see the module docstring (``hist1d`` default).
+        model: the network's name, the first word of every error.
+        levels_key: the factory option the levels came from (named in errors); ``None`` when the network has
+            no such option (one ratio per IFE point, in point order).
+        levels_base: the first index of ``levels_key`` as the user writes it (1 for ``ife_stages``).
+    """
+
+    score: str
+    levels: tuple[int, ...]
+    ratios: tuple[float, ...]
+    entropy_mode: str = "hist1d"
+    model: str = "model"
+    levels_key: str | None = "ife_levels"
+    levels_base: int = 0
+
+    def __post_init__(self) -> None:
+        m = self.model
+        if self.score not in SCORES:
+            raise IFESpecError(f"{m}: ife={self.score!r} is not an IFE score (valid: {', '.join(SCORES)}, "
+                               f"or null for no IFE)")
+        if self.entropy_mode not in ENTROPY_MODES:
+            raise IFESpecError(f"{m}: ife_entropy_mode={self.entropy_mode!r} is unknown (valid: "
+                               f"{', '.join(ENTROPY_MODES)})")
+        if self.levels_key is not None and len(self.ratios) != len(self.levels):
+            raise IFESpecError(f"{m}: ife_ratio {self.ratios} needs one ratio per entry of {self.levels_key} "
+                               f"{self.user_levels}")
+        for i, r in enumerate(self.ratios):
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= float(r) <= 1.0:
+                raise IFESpecError(f"{m}: ife_ratio[{i}] = {r!r} must be a number in [0, 1] "
+                                   f"(0 = no IFE at that level)")
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in self.levels):
+            raise IFESpecError(f"{m}: {self.levels_key} {self.user_levels} must be integers")
+        if len(set(self.levels)) != len(self.levels):
+            raise IFESpecError(f"{m}: {self.levels_key} {self.user_levels} names a level twice")
+
+    @property
+    def user_levels(self) -> tuple[int, ...]:
+        """The levels as the user wrote them (``levels_base`` added back)."""
+        return tuple(v + self.levels_base for v in self.levels)
+
+    @classmethod
+    def from_kwargs(cls, model: str, ife: str | None, ife_ratio: Sequence[float],
+                    ife_levels: Sequence[int] | None = None, ife_entropy_mode: str = "hist1d", *,
+                    levels_key: str | None = "ife_levels", levels_base: int = 0) -> IFESpec | None:
+        """The spec of a factory's ``ife=``, ``ife_ratio=``, ``ife_levels=`` options; ``None`` for no IFE
+        (``ife`` null / ``"none"`` / ``"off"``). ``ife_levels=None``: one ratio per IFE point, in point order.
+        ``levels_base=1`` reads 1-based levels (``nnunet``'s ``ife_stages``)."""
+        if ife in NO_IFE:
+            return None
+        if isinstance(ife_ratio, (int, float)):
+            raise IFESpecError(f"{model}: ife_ratio={ife_ratio!r} must be a list with one ratio per IFE level")
+        ratios = tuple(float(r) if isinstance(r, (int, float)) and not isinstance(r, bool) else r
+                       for r in ife_ratio)
+        if ife_levels is None:
+            return cls(ife, tuple(range(len(ratios))), ratios, ife_entropy_mode, model, None, 0)
+        levels = tuple(int(v) - levels_base if isinstance(v, int) and not isinstance(v, bool) else v
+                       for v in ife_levels)
+        return cls(ife, levels, ratios, ife_entropy_mode, model, levels_key, levels_base)
+
+    def without(self, level: int) -> IFESpec:
+        """The same spec with ratio 0 (no IFE) at ``level`` (e.g. DeepLabV3+'s ``ife_aspp=False``)."""
+        return replace(self, ratios=tuple(0.0 if lv == level else r for lv, r in zip(self.levels, self.ratios)))
+
+
+class IFEPoints(nn.ModuleDict):
+    """A network's IFE modules keyed by level (``"0"``, ``"1"``...), only the levels with a ratio > 0.
+
+    ``points.enhance(level, x)`` applies the module of ``level`` or returns ``x`` unchanged; ``points[key]``
+    is the :class:`IFE` of one level. Holds no tensors: a network's state-dict keys do not depend on it.
+    """
+
+    def enhance(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        key = str(level)
+        return self[key](x) if key in self else x
+
+
+def build_ife(spec: IFESpec | None, widths: Sequence[int], names: Sequence[str], order: str = "raw_first",
+              point: str = "IFE point") -> tuple[IFEPoints, list[int]]:
+    """The IFE modules of a network and the widths of its IFE points after enhancement.
+
+    Args:
+        spec: the network's :class:`IFESpec` (``None``: no IFE, widths unchanged).
+        widths: channels ``C_l`` of every IFE point of the network, level 0 first.
+        names: the name of every point (``"unet.skip1"``), used in every IFE error.
+        order: ``"raw_first"`` (``[x, selected]``) or ``"selected_first"``.
+        point: what a level is in this network (``"skip connection"``), for the out-of-range error.
+
+    Returns:
+        ``(points, out_widths)``: an :class:`IFEPoints` with one :class:`IFE` per level whose ratio is > 0
+        and ``out_widths[l] = C_l + floor(r_l C_l)`` there, ``C_l`` elsewhere (ratio 0 or level not listed).
+    """
+    out = [int(c) for c in widths]
+    if len(names) != len(out):
+        raise ValueError(f"build_ife: {len(names)} names for {len(out)} IFE points")
+    if spec is None:
+        return IFEPoints(), out
+    n, base, key = len(out), spec.levels_base, spec.levels_key
+    if key is None and len(spec.ratios) != n:
+        raise IFESpecError(f"{spec.model}: ife_ratio {spec.ratios} needs one ratio per IFE point "
+                           f"({', '.join(names)}), got {len(spec.ratios)}")
+    modules: dict[str, IFE] = {}
+    for level, ratio in sorted(zip(spec.levels, spec.ratios)):
+        if not 0 <= level < n:
+            raise IFESpecError(f"{spec.model}: {key} entry {level + base} has no {point}; valid entries are "
+                               f"{base}..{n - 1 + base} ({base} = {names[0]})")
+        ife = make_ife(ratio, spec.score, spec.entropy_mode, out[level], names[level], order)
+        if ife is not None:
+            modules[str(level)] = ife
+            out[level] = ife.out_channels(out[level])
+    return IFEPoints(modules), out
