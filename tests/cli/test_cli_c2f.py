@@ -17,9 +17,16 @@ from medseg.engine.c2f_train import load_recipe
 from medseg.engine.checkpoint import load_checkpoint, save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-import c2f_helpers  # noqa: E402,F401  (registers the tiny networks c2f_tiny_coarse / c2f_tiny_fine)
+from c2f_helpers import tiny_registered  # noqa: E402
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "src" / "medseg" / "recipes" / "mll").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny_models():
+    """c2f_tiny_coarse / c2f_tiny_fine in the model registry while this module runs, never at import."""
+    with tiny_registered():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +69,54 @@ def test_bundled_recipes_validate_and_pair():
         assert (r.schedule.lr, r.schedule.decay_from, r.schedule.halve_every, r.schedule.reset_at) == (1e-5, 8, 2, [12])
         assert r.loss.kwargs["beta"] == {"from_epoch": 12} and r.loss.kwargs["alpha"]["step"] == 0.2
     for mll, dice in [("phantom", "phantom_dice"), ("nih_pancreas_mll", "nih_pancreas_dice"),
-                      ("msd_spleen_mll", "msd_spleen_dice")]:
+                      ("msd_spleen_mll", "msd_spleen_dice"), ("brats_tc_cpu", "brats_tc_cpu_dice")]:
         a, b = recipes[mll].model_dump(), recipes[dice].model_dump()
         assert a["name"] != b["name"] and a["loss"] != b["loss"]
         a.pop("name"), b.pop("name"), a.pop("loss"), b.pop("loss")
         assert a == b, f"{mll} and {dice} differ beyond the loss"
         assert recipes[dice].loss.kwargs["alpha"]["max"] == 0.0
     assert recipes["phantom"].data.phantom is not None  # the default runs with no download
+
+
+def test_every_mll_recipe_builds_its_loss_and_names_valid_model_options():
+    """Each bundled recipe validates, its loss builds with its kwargs, and its networks' kwargs are accepted by
+    the registered factories (checked against their signatures without building the ResNets)."""
+    from medseg.losses import create_loss
+    from medseg.models import MODELS
+    from medseg.registry import check_kwargs
+
+    assert len(RECIPES) >= 11
+    for path in RECIPES:
+        r = load_recipe(path)
+        loss = create_loss(r.loss.model_dump(), num_classes=1)
+        assert hasattr(loss, "set_epoch"), path.name
+        for comp in (r.coarse, r.fine):
+            check_kwargs(MODELS.get(comp.name), comp.kwargs, f"{path.name}: {comp.name}")
+
+
+def test_mln_recipes_train_mln_with_eq13_and_pair_with_mll():
+    """The MLN recipes: fine `mln`, loss `mln` with the fusion term switched on with the branches; same data,
+    split, seed and schedule as the MLL recipe beside them."""
+    from medseg.losses import create_loss
+
+    for mln, mll, switch in [("phantom_mln", "phantom", 8), ("nih_pancreas_mln", "nih_pancreas_mll", 12),
+                             ("msd_spleen_mln", "msd_spleen_mll", 12)]:
+        a, b = load_recipe(RECIPES[0].parent / f"{mln}.yaml"), load_recipe(RECIPES[0].parent / f"{mll}.yaml")
+        assert (a.fine.name, a.loss.name) == ("mln", "mln")
+        assert a.fine.kwargs["branches_from_epoch"] == switch
+        loss = create_loss(a.loss.model_dump(), num_classes=1)
+        assert loss.weights(switch - 1) == (1.0, 0.0, 0.0) and loss.weights(switch) == (1.0, 1.0, 1.0), mln
+        assert a.loss.kwargs["coarse_key"] == "coarse"
+        for key in ("data", "stages", "schedule", "train", "coarse", "output_dir"):
+            assert getattr(a, key) == getattr(b, key), (mln, key)
+
+
+def test_brats_recipes_read_the_tumour_core_of_t1c_case_folders():
+    r = load_recipe(RECIPES[0].parent / "brats_tc_cpu.yaml")
+    assert r.data.files.image == "images/{case}/T1c_subtrMeanDivStd.nii.gz"
+    assert r.data.files.label == "masks/{case}/OTMultiClass.nii.gz" and r.data.label_values == [1, 3, 4]
+    assert (r.data.downsample, r.data.crop_foreground, r.train.val_every) == (2, True, 0)
+    assert r.data.split.mode == "kfold" and r.data.split.folds == 3
 
 
 def test_predict_end_to_end_then_metrics(trained, capsys):
@@ -95,6 +143,34 @@ def test_predict_end_to_end_then_metrics(trained, capsys):
     capsys.readouterr()
     assert main(["c2f", "predict", "--run", str(run), "--input", str(images), "--output", str(out)]) == 1
     assert "already holds" in capsys.readouterr().err
+
+
+def test_evaluate_matches_medpy_on_the_mask_predict_writes(trained, capsys):
+    """`medseg c2f evaluate` scores the run's held-out case (fold 0 of 3: phantom_000) with Algorithm 1 over
+    both views; its DSC / HD95 (mm) / rounds equal medpy's on the mask `c2f predict` writes for that case."""
+    from medpy.metric.binary import dc, hd95
+
+    root, run = trained
+    _set_coarse_bias(run / "axial", 50.0)
+    _set_coarse_bias(run / "coronal", 50.0)
+    out = root / "pred_eval"
+    assert main(["c2f", "predict", "--run", str(run), "--input", str(root / "data" / "imagesTr"),
+                 "--output", str(out)]) == 0
+    table = root / "eval.csv"
+    assert main(["c2f", "evaluate", "--run", str(run), "--output", str(table)]) == 0
+    assert f"scored 1 held-out volume(s) -> {table}" in capsys.readouterr().out
+    (row,) = list(csv.DictReader(open(table)))
+    pred = np.asarray(nib.load(out / "phantom_000.nii.gz").dataobj) > 0
+    label_img = nib.load(root / "data" / "labelsTr" / "phantom_000.nii.gz")
+    label = np.asarray(label_img.dataobj) > 0
+    assert row["case"] == "phantom_000" and pred.any()
+    assert float(row["dice"]) == pytest.approx(dc(pred, label), abs=1e-9)
+    assert float(row["hd95_mm"]) == pytest.approx(hd95(pred, label, voxelspacing=label_img.header.get_zooms()),
+                                                  abs=1e-9)
+    predicted = next(r for r in csv.DictReader(open(out / "c2f_cases.csv")) if r["case"] == "phantom_000")
+    assert row["rounds"] == predicted["rounds"]
+    assert main(["c2f", "evaluate", "--run", str(run), "--output", str(table)]) == 1  # no silent overwrite
+    assert "already exists" in capsys.readouterr().err
 
 
 def test_empty_coarse_prediction_is_reported(trained, capsys):

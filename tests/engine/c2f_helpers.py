@@ -2,13 +2,16 @@
 ``tests/cli/test_cli_c2f.py``): imported after ``sys.path.insert(0, <tests/engine>)``, as ``c2f_helpers``."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch.nn as nn
 import torch.nn.functional as F
 
 
 class TinyC2F(nn.Module):
     """The c2f models' interface (``out`` at the input size, ``logits`` at stride 4) with BN and dropout,
-    small enough for a loaded CPU; registered so that recipes name it like any model."""
+    small enough for a loaded CPU; registered by :func:`tiny_registered` so that recipes name it like any model."""
 
     spatial_dims = 2
 
@@ -23,13 +26,23 @@ class TinyC2F(nn.Module):
                 "logits": logits}
 
 
-def _register_tiny() -> None:
+@contextmanager
+def tiny_registered() -> Iterator[None]:
+    """Register ``c2f_tiny_coarse`` / ``c2f_tiny_fine`` for the duration of a fixture, then remove them again:
+    test-only models must never stay in (or be put into at import) the global registry, which other test
+    modules parametrise over. Use it in a module-scoped autouse fixture of the test module."""
     from medseg.models import MODELS, register_model
 
-    if "c2f_tiny_coarse" not in MODELS:
-        register_model("c2f_tiny_coarse")(lambda in_channels=3, out_channels=3: TinyC2F(in_channels, out_channels))
-        register_model("c2f_tiny_fine")(lambda in_channels=6, out_channels=3: TinyC2F(in_channels, out_channels))
+    factories = {"c2f_tiny_coarse": lambda in_channels=3, out_channels=3: TinyC2F(in_channels, out_channels),
+                 "c2f_tiny_fine": lambda in_channels=6, out_channels=3: TinyC2F(in_channels, out_channels)}
+    added = [name for name in factories if name not in MODELS]
+    for name in added:
+        register_model(name)(factories[name])
+    try:
+        yield
+    finally:
+        for name in added:
+            MODELS._entries.pop(name, None)
 
 
-_register_tiny()
 TINY = {"coarse": {"name": "c2f_tiny_coarse"}, "fine": {"name": "c2f_tiny_fine"}}

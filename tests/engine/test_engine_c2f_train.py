@@ -17,7 +17,7 @@ from medseg.engine.checkpoint import load_checkpoint
 from medseg.errors import CheckpointError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from c2f_helpers import TINY, TinyC2F  # noqa: E402  (registers c2f_tiny_coarse / c2f_tiny_fine)
+from c2f_helpers import TINY, TinyC2F, tiny_registered  # noqa: E402
 
 PHANTOM = {"n": 3, "seed": 0, "shape": [40, 32, 8], "spacing": [4.0, 4.0, 8.0], "target_length": 40.0,
            "target_radius": 8.0}
@@ -34,6 +34,13 @@ def recipe(root: Path, out: Path, **over) -> ct.C2FRecipe:
     for key, value in over.items():
         raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return ct.validate_recipe(raw)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny_models():
+    """c2f_tiny_coarse / c2f_tiny_fine in the model registry while this module runs, never at import."""
+    with tiny_registered():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -228,3 +228,44 @@ def test_ife_settings_that_do_not_fit_the_plan(nnunet_env, ratios, stages, fragm
     with pytest.raises(nnnet.IFEPlanError, match="IFE") as info:
         run.build_trainer(DATASET, "2d", 0, bad, device="cpu").initialize()
     assert fragment in str(info.value)
+
+
+# ------------------------------------------------------------------------- short-budget training options
+class _Stop(Exception):
+    pass
+
+
+def test_train_seeds_python_numpy_and_torch_before_building_the_trainer(monkeypatch):
+    import random
+
+    drawn = []
+
+    def record(*args, **kwargs):
+        drawn.append((random.random(), float(np.random.rand()), float(torch.rand(1))))
+        raise _Stop
+
+    monkeypatch.setattr(run, "build_trainer", record)
+    for _ in range(2):
+        with pytest.raises(_Stop):
+            run.train(DATASET, "2d", 0, "nnUNetTrainer", seed=5)
+    random.seed(5)
+    np.random.seed(5)
+    torch.manual_seed(5)
+    assert drawn[0] == drawn[1] == (random.random(), float(np.random.rand()), float(torch.rand(1)))
+
+
+def test_cli_passes_the_short_budget_options(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(run, "train", lambda *args: seen.update(args=args) or Path("out"))
+    assert cli_main(["nnunet", "train", "517", "2d", "0", "--trainer", "nnUNetTrainer", "--epochs", "10",
+                     "--iterations", "20", "--val-iterations", "2", "--batch-size", "12", "--seed", "3"]) == 0
+    settings, seed, batch = seen["args"][-3:]
+    assert settings == {"num_epochs": 10, "num_iterations_per_epoch": 20, "num_val_iterations_per_epoch": 2}
+    assert (seed, batch) == (3, 12)
+
+
+def test_batch_size_replaces_the_planned_one(nnunet_env):
+    instance = run.build_trainer(DATASET, "2d", 0, "nnUNetTrainer", device="cpu", batch_size=3)
+    instance.initialize()
+    assert instance.batch_size == 3 and instance.plans_manager.plans["configurations"]["2d"]["batch_size"] == 3
+    assert run.load_plans(DATASET, "2d")[1]["configurations"]["2d"]["batch_size"] != 3  # the plans file is kept

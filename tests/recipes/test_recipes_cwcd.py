@@ -3,6 +3,7 @@ device, loss built, metrics resolved), follows the paper's protocol, and the row
 what the table compares; one CPU recipe trains a step on a tiny synthetic NIfTI folder."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +22,7 @@ ALL = sorted(RECIPES.glob("*.yaml"))
 TABLE1_LOSSES = ["cedl", "cwcd", "cwce", "dwce", "gdl"]
 NETWORKS = ["deeplabv3_3d", "unet3d", "unetr", "vnet"]
 CPU = ["brats_regions_cpu", "table1_brats_cpu", "table2_brats_cpu", "table3_brats_cpu"]
+COMPARE = "table1_brats_cpu_compare"  # the three-loss comparison on the local data, ~50 min of one CPU thread
 
 
 def _load(stem: str, overrides: list[str] | None = None):
@@ -38,7 +40,7 @@ def test_one_recipe_per_table_row() -> None:
     table1 = {f"table1_{ds}_{loss}" for ds in ("amos", "brats") for loss in TABLE1_LOSSES}
     table2 = {f"table2_amos_{net}_{loss}" for net in NETWORKS for loss in ("cedl", "cwcd")}
     table3 = {"table3_amos_cwce_dice", "table3_amos_ce_sdl"}
-    assert stems == table1 | table2 | table3 | set(CPU)
+    assert stems == table1 | table2 | table3 | set(CPU) | {COMPARE}
 
 
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.stem)
@@ -54,7 +56,7 @@ def test_recipe_validates_without_training(path: Path) -> None:
     loss = create_loss(cfg.loss, num_classes=cfg.data.num_classes)
     assert callable(loss)
     assert set(resolve_names(cfg.eval.metrics)) >= {"dice", "hd95"}
-    assert cfg.name == (path.stem if not path.stem.endswith("_cpu") else cfg.name)
+    assert cfg.name == (path.stem if "_cpu" not in path.stem else cfg.name)
     # the paper's protocol, in every recipe (CPU ones: smaller network, patches and epochs only)
     assert (cfg.optim.name, cfg.optim.lr) == ("adam", 3e-4)
     assert cfg.schedule.name == "step" and cfg.schedule.gamma == 0.5
@@ -67,9 +69,10 @@ def test_recipe_validates_without_training(path: Path) -> None:
     assert cfg.train.best_metric == "dice" and cfg.train.best_mode == "max"
     if cfg.model.name == "unet3d":
         assert cfg.model.kwargs["norm"] == "batch" and cfg.model.kwargs["depth"] == 4
-    if path.stem.endswith("_cpu"):
+    if "_cpu" in path.stem:
         assert cfg.data.root == "../shared/data/brats2015-deepmedic" and cfg.eval.regions == "brats2015"
-        assert max(n.patch_size) <= 32 and cfg.train.epochs <= 4
+        if path.stem != COMPARE:
+            assert max(n.patch_size) <= 32 and cfg.train.epochs <= 4
     else:
         assert cfg.train.epochs == 50 and cfg.model.kwargs.get("base", 16) == 16
         amos = "_amos_" in path.stem
@@ -113,6 +116,22 @@ def test_cpu_variants_differ_only_in_what_their_table_varies() -> None:
     t1, t2, t3 = (_load(s) for s in CPU[1:])
     assert not _diff_keys(t1, t2)  # Table 2 CPU: swap the network with --set model=...
     assert _diff_keys(t1, t3) <= {"loss"}
+
+
+def test_cpu_compare_recipe_is_the_smoke_recipe_resized_with_three_test_volumes() -> None:
+    smoke, cmp = _load("table1_brats_cpu"), _load(COMPARE)
+    assert _diff_keys(smoke, cmp) <= {"data", "model", "schedule", "train", "output_dir"}
+    assert cmp.loss == smoke.loss and cmp.eval == smoke.eval and cmp.data.nifti.channels == smoke.data.nifti.channels
+    assert cmp.model.kwargs == {"base": 16, "depth": 4, "norm": "batch"}  # the paper's 3-D U-Net
+    assert cmp.schedule.step_size * 5 == cmp.train.epochs * 2  # halved at 40% and 80%, as 20 and 40 of 50
+    assert cmp.train.val_every == cmp.train.epochs  # validated once, after the last epoch
+    script = (RECIPES.parents[3] / "scripts" / "cwcd_brats_cpu.sh").read_text()
+    assert f"{COMPARE}.yaml" in script and 'ARMS="cedl cwcd gdl"' in script
+    assert f"OUT=${{1:-{cmp.output_dir}}}" in script and cmp.data.split.file == f"{cmp.output_dir}/split.json"
+    split = json.loads(script.split("<<'JSON'\n")[1].split("\nJSON\n")[0])  # the split the script writes
+    train, val, test = (set(split[k]) for k in ("train", "val", "test"))
+    assert len(train) == len(test) == 3 and not train & test and val <= train  # val: a training case, no selection
+    assert train | test == {f"brats_2013_pat000{i}_1" for i in range(1, 7)}
 
 
 # ------------------------------------------------------------------------------ one training step

@@ -42,6 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_predict)
 
+    e = add_command(c2f_sub, "evaluate", "run Algorithm 1 on the held-out volumes of a run's recipe (its split and "
+                    "data options) and write per-volume DSC, HD95 (mm) and rounds to a CSV",
+                    "medseg c2f evaluate --run runs/mll_phantom")
+    e.add_argument("--run", required=True, help="the folder `medseg c2f train` wrote (<output>/<name>), or one view's")
+    e.add_argument("--output", help="CSV to write (default <run>/eval_cases.csv)")
+    e.add_argument("--view", choices=VIEW_CHOICES, default="all",
+                   help="views to fuse (default all: every view the run has)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    e.add_argument("--max-rounds", type=int, default=10, help="fine rounds at most (default 10)")
+    e.add_argument("--device", default="auto")
+    e.set_defaults(func=_evaluate)
+
 
 def recipe_path(name: str) -> Path:
     """A recipe file, or a bundled recipe (``mll/phantom``, ``phantom``) under ``medseg/recipes/``."""
@@ -78,4 +90,14 @@ def _predict(args: argparse.Namespace) -> int:
           + (f"; {empty} case(s) had an empty coarse prediction" if empty else ""))
     print(f"score them with: medseg metrics --pred {args.output} --gt LABELS --metrics dice hd95 "
           f"--output {Path(args.output) / 'metrics.csv'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medseg.engine.c2f_predict import EVAL_CSV, evaluate_run
+
+    views = None if args.view == "all" else [args.view]
+    rows = evaluate_run(args.run, args.output, views=views, overwrite=args.overwrite, device=args.device,
+                        max_rounds=args.max_rounds)
+    print(f"scored {len(rows)} held-out volume(s) -> {args.output or Path(args.run) / EVAL_CSV}")
     return 0

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from medseg.errors import DataError
-from medseg.masks import CONFIG_FIXES, binary_mask
+from medseg.masks import CONFIG_FIXES, MaskFixes, binary_mask
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _TIFF = (".tif", ".tiff")
@@ -92,18 +92,20 @@ def read_image(path: str | Path) -> np.ndarray:
     )
 
 
-def mask_to_binary(arr: np.ndarray, threshold: float | None = None, path: str | Path = "") -> np.ndarray:
+def mask_to_binary(arr: np.ndarray, threshold: float | None = None, path: str | Path = "",
+                   fixes: MaskFixes = CONFIG_FIXES) -> np.ndarray:
     """Binary uint8 (0/1) mask by :func:`medseg.masks.binary_mask`.
 
     ``threshold`` None (``data.mask_threshold`` unset): {0, 1}, {0, 255} and 0/255 JPEG-noisy masks
     (Kvasir-SEG: background <= 30, polyp >= 225) are read; anything else, e.g. {0, 1, 2}, raises a
     :class:`DataError` naming ``path``, the values and the fixes (``data.num_classes: K`` with
     ``data.mask_mode: labels``, or ``data.mask_threshold: T``). A number: ``arr > threshold`` (boolean
-    and 0/1 masks are kept as they are). Multi-channel masks (RGB JPEG) use the channel max.
+    and 0/1 masks are kept as they are). Multi-channel masks (RGB JPEG) use the channel max. ``fixes``: how
+    the error spells the two fixes for the caller (config keys by default, CLI options for a command).
     """
     if arr.ndim == 3:  # channel max (a reduce over channel planes: ~15x faster than max(axis=-1))
         arr = np.maximum.reduce([arr[..., c] for c in range(arr.shape[-1])])
-    return binary_mask(arr, threshold, path=path, fixes=CONFIG_FIXES).astype(np.uint8)
+    return binary_mask(arr, threshold, path=path, fixes=fixes).astype(np.uint8)
 
 
 def mask_to_labels(arr: np.ndarray, num_classes: int | None = None, path: str | Path = "") -> np.ndarray:

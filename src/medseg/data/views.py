@@ -13,6 +13,8 @@ slices of a view stacked as 3 channels, the label being the matching 3-slice sta
 - :func:`window_scale`: HU clip to a per-recipe window then scale to [0, 1] (no mean subtraction).
 - :func:`training_slices`: RSTN's slice-sampling rule (``slice_threshold = 0.98``).
 - :func:`read_spacing`: the voxel spacing from the raw header, refusing a header with no spacing.
+- :func:`binary_target`, :func:`downsample`, :func:`foreground_box`: the target from a set of label values
+  (e.g. BraTS tumour core), integer block downsampling, and the crop to the voxels above the window.
 """
 from __future__ import annotations
 
@@ -157,9 +159,70 @@ def load_ct_volume(path: str | Path, window: Sequence[float] | None = None,
     return (window_scale(array, window) if window is not None else array), sp, affine
 
 
+def binary_target(label: np.ndarray, values: Sequence[int] | None = None, source: str | Path = "label") -> np.ndarray:
+    """The binary target (uint8) of a label map: ``label > 0`` when ``values`` is None, else
+    ``label in values`` (e.g. BraTS tumour core = labels {1, 3, 4}).
+
+    Label maps stored as floats (BraTS's ``OTMultiClass.nii.gz`` is float32) are rounded to integers first; a
+    value further than 1e-3 from an integer means the file is not a label map (e.g. an image or a resampled,
+    interpolated label) and is a :class:`DataError` naming ``source``.
+    """
+    if values is None:
+        return (label > 0).astype(np.uint8)
+    rounded = np.rint(label)
+    if not np.all(np.abs(label - rounded) <= 1e-3):
+        bad = label[np.abs(label - rounded) > 1e-3].flat[0]
+        raise DataError(f"{source}: not a label map (value {float(bad)} is not an integer); data.label_values needs "
+                        "integer labels (an interpolated or resampled label must be re-exported with nearest neighbour)")
+    return np.isin(rounded, np.asarray(list(values), dtype=rounded.dtype)).astype(np.uint8)
+
+
+def downsample(image: np.ndarray, label: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both volumes reduced by an integer ``factor`` along every axis, by blocks of ``factor^3`` voxels: the
+    image is the block mean, the label the block majority (mean >= 0.5). Voxels beyond the last whole block
+    of an axis are dropped. ``factor = 1`` returns the inputs unchanged."""
+    if factor == 1:
+        return image, label
+    shape = [s // factor for s in image.shape]
+    if min(shape) < 1:
+        raise DataError(f"data.downsample = {factor} is larger than the volume {image.shape}; lower it")
+
+    def blocks(x: np.ndarray) -> np.ndarray:
+        x = x[tuple(slice(0, s * factor) for s in shape)].astype(np.float32)
+        return x.reshape(shape[0], factor, shape[1], factor, shape[2], factor).mean((1, 3, 5))
+
+    return blocks(image), (blocks(label) >= 0.5).astype(np.uint8)
+
+
+def foreground_box(image: np.ndarray, label: np.ndarray, source: str | Path = "volume") -> tuple[slice, ...]:
+    """The bounding box of the voxels above the window's lower bound (``image > 0`` after
+    :func:`window_scale`; e.g. the brain in a skull-stripped MRI whose background is its minimum), as slices.
+
+    The target must lie inside it: a label voxel outside (the window cuts part of the organ) is a
+    :class:`DataError` naming ``source``, rather than a silently shrunken target. An image with no voxel above
+    the window keeps its full extent.
+    """
+    inside = image > 0
+    if not inside.any():
+        return tuple(slice(0, s) for s in image.shape)
+    box = []
+    for axis in range(image.ndim):
+        hit = np.flatnonzero(inside.any(tuple(a for a in range(image.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    box = tuple(box)
+    lost = int(label.sum()) - int(label[box].sum())
+    if lost:
+        raise DataError(f"{source}: {lost} target voxel(s) lie outside the voxels above the window's lower bound, "
+                        "so data.crop_foreground would cut them; lower data.window[0] or set crop_foreground: false")
+    return box
+
+
 def load_case(image_path: str | Path, label_path: str | Path, window: Sequence[float],
-              spacing: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], np.ndarray]:
-    """``(image in [0, 1], binary label uint8, spacing, affine)`` of one CT case.
+              spacing: Sequence[float] | None = None, label_values: Sequence[int] | None = None,
+              ) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], np.ndarray]:
+    """``(image in [0, 1], binary label uint8, spacing, affine)`` of one case (CT in HU, or any intensity
+    the window suits, e.g. z-scored MRI); the target is :func:`binary_target` of the label with
+    ``label_values``.
 
     The label must have the image's shape and affine (to 1e-3 mm); otherwise a :class:`DataError` names both
     files, as a label resampled or exported from another series would silently mark the wrong voxels.
@@ -172,7 +235,7 @@ def load_case(image_path: str | Path, label_path: str | Path, window: Sequence[f
     if not np.allclose(lab_affine, affine, atol=1e-3):
         raise DataError(f"label {label_path} and image {image_path} have different affines (voxel-to-world "
                         "geometry); resample the label onto the image grid or fix its header")
-    return image, (label > 0).astype(np.uint8), sp, affine
+    return image, binary_target(label, label_values, label_path), sp, affine
 
 
 def training_units(labels: dict[str, str | Path], view: str,

@@ -33,6 +33,9 @@ from medseg.engine.runtime import pick_device
 from medseg.errors import CheckpointError, DataError, UserError
 
 CASES_CSV = "c2f_cases.csv"
+EVAL_CSV = "eval_cases.csv"
+EVAL_FIELDS = ["case", "dice", "hd95_mm", "rounds", "seconds", "empty_coarse", "last_rdsc", "gt_voxels",
+               "pred_voxels", "spacing_mm", "shape"]
 
 
 def _view_folders(run: Path, views: Sequence[str] | None) -> list[tuple[str, Path, dict[str, Any] | None]]:
@@ -107,6 +110,10 @@ def predict_folder(run: str | Path, source: str | Path, output: str | Path, *, v
                         "choose another --output folder")
     dev = pick_device(device)
     nets, recipe = load_run(run, views, dev)
+    if recipe.data.downsample != 1 or recipe.data.crop_foreground:
+        raise DataError(f"--run {run} was trained on volumes changed by data.downsample / data.crop_foreground; "
+                        "`medseg c2f predict` reads volumes as they are. Score the run's held-out volumes with "
+                        f"`medseg c2f evaluate --run {run}` instead")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     failures: list[tuple[Path, str]] = []
@@ -156,3 +163,50 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def evaluate_run(run: str | Path, output: str | Path | None = None, *, views: Sequence[str] | None = None,
+                 overwrite: bool = False, device: str = "auto", max_rounds: int = 10,
+                 echo: Callable[[str], None] | None = print) -> list[dict[str, Any]]:
+    """Algorithm 1 on the held-out volumes of a run's own recipe (its ``data.split`` validation cases, read
+    with its ``data`` options: layout, label values, window, downsampling, crop), scored per volume.
+
+    Writes ``output`` (default ``<run>/eval_cases.csv``; an existing file only with ``overwrite``) with, per
+    case, the DSC, the HD95 in mm (:func:`medseg.metrics.hd95`, medpy's pooled definition, at the spacing of
+    the volumes the run saw, i.e. the downsampled spacing when ``data.downsample > 1``; an empty prediction
+    gets the policy's worst value), the fine rounds run, the seconds, whether the coarse pass was empty, the
+    last round's RDSC, the voxel counts, the spacing and the shape. Returns the rows.
+    """
+    from medseg.engine.c2f_train import dataset_cases, ensure_data, recipe_volumes, split_cases
+    from medseg.metrics import dice, hd95
+
+    target = Path(output) if output is not None else Path(run) / EVAL_CSV
+    if target.exists() and not overwrite:
+        raise DataError(f"{target} already exists; nothing was written. Pass --overwrite or choose another --output")
+    dev = pick_device(device)
+    nets, recipe = load_run(run, views, dev)
+    cases = dataset_cases(ensure_data(recipe.data), recipe.data.files)
+    _, held_out = split_cases(list(cases), recipe.data.split)
+    rows: list[dict[str, Any]] = []
+    for case in held_out:
+        vol = recipe_volumes(recipe.data, cases, [case], next(iter(nets)))[0]
+        models = [n.view_models(view_axis(v, vol.affine)) for v, n in nets.items()]
+        t0 = time.perf_counter()
+        result, _ = segment_volume(vol.image, models, max_rounds=max_rounds, margin=recipe.train.margin, device=dev)
+        seconds = time.perf_counter() - t0
+        rows.append({"case": case, "dice": dice(result.mask, vol.label),
+                     "hd95_mm": hd95(result.mask, vol.label, spacing=vol.spacing), "rounds": result.rounds,
+                     "seconds": round(seconds, 3), "empty_coarse": int(result.empty_coarse),
+                     "last_rdsc": result.rdscs[-1] if result.rdscs else "", "gt_voxels": int(vol.label.sum()),
+                     "pred_voxels": int(result.mask.sum()), "spacing_mm": "x".join(f"{x:g}" for x in vol.spacing),
+                     "shape": "x".join(str(x) for x in vol.image.shape)})
+        if echo is not None:
+            r = rows[-1]
+            echo(f"{case}: DSC {r['dice']:.4f} HD95 {r['hd95_mm']:.2f} mm rounds {r['rounds']} ({seconds:.1f} s)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=EVAL_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    ckpt.atomic_write_text(buf.getvalue(), target)
+    return rows

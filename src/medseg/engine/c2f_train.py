@@ -102,13 +102,34 @@ class C2FSplit(_Strict):
     seed: int = 0
 
 
+class C2FFiles(_Strict):
+    """Case-folder layout: the image and label of each case as paths relative to ``data.root`` with
+    ``{case}`` for the case id, e.g. ``images/{case}/T1c_subtrMeanDivStd.nii.gz`` and
+    ``masks/{case}/OTMultiClass.nii.gz`` (one image channel: the 3 input channels are 3 slices)."""
+
+    image: str
+    label: str
+
+    @model_validator(mode="after")
+    def _check(self) -> "C2FFiles":
+        for key, pattern in (("image", self.image), ("label", self.label)):
+            if pattern.count("{case}") != 1 or any(c in pattern.replace("{case}", "") for c in "{}*?[]"):
+                raise ValueError(f"data.files.{key} '{pattern}' must hold '{{case}}' exactly once and no other "
+                                 "braces or wildcards, e.g. images/{case}/T1c.nii.gz")
+        return self
+
+
 class C2FData(_Strict):
     root: str
-    window: tuple[float, float]
+    window: tuple[float, float]  # intensity window clipped and scaled to [0, 1]: HU for CT, z-scores for MRI
     views: list[Literal["axial", "coronal", "sagittal"]] = ["axial", "coronal", "sagittal"]
     split: C2FSplit = C2FSplit()
     slice_threshold: float = Field(0.98, gt=0, le=1)
     phantom: PhantomConfig | None = None
+    files: C2FFiles | None = None  # None: nnU-Net/MSD layout (imagesTr/<case>_0000, labelsTr/<case>)
+    label_values: list[int] | None = None  # the target is "label in label_values"; None: label > 0
+    downsample: int = Field(1, ge=1)  # integer block downsampling along every axis (image mean, label majority)
+    crop_foreground: bool = False  # crop each volume to the voxels above window[0] (e.g. the brain)
 
     @model_validator(mode="after")
     def _check(self) -> "C2FData":
@@ -116,6 +137,14 @@ class C2FData(_Strict):
             raise ValueError(f"data.window {list(self.window)}: high must be greater than low, e.g. [-100, 240]")
         if not self.views:
             raise ValueError("data.views is empty; list at least one of axial, coronal, sagittal")
+        if self.label_values is not None:
+            if not self.label_values or len(set(self.label_values)) != len(self.label_values) or min(
+                    self.label_values) < 1:
+                raise ValueError(f"data.label_values {self.label_values}: give distinct foreground labels >= 1, "
+                                 "e.g. [1, 3, 4] for the BraTS tumour core (0 is background)")
+        if self.phantom is not None and (self.files is not None or self.label_values is not None):
+            raise ValueError("data.phantom writes the nnU-Net layout with a 0/1 label; drop data.files and "
+                             "data.label_values, or data.phantom")
         return self
 
 
@@ -144,6 +173,8 @@ class C2FTrain(_Strict):
     max_steps_per_epoch: int | None = Field(None, ge=1)
     patience: int | None = Field(None, ge=1)  # epochs without a better validation DSC before stopping
     val_rounds: int = Field(10, ge=0)
+    # validate every N epochs and after the last; 0: never (no best.pt, no early stopping, the last epoch is used)
+    val_every: int = Field(1, ge=0)
     device: str = "auto"
     weight_decay: float = Field(0.0, ge=0)
     recalibrate_bn: int = Field(200, ge=0)  # units (at most) that re-estimate BN statistics after each epoch
@@ -166,6 +197,8 @@ class C2FRecipe(_Strict):
     def _check(self) -> "C2FRecipe":
         if self.stages.s > self.stages.j_from:
             raise ValueError(f"stages.s ({self.stages.s}) must not exceed stages.j_from ({self.stages.j_from})")
+        if self.train.patience is not None and self.train.val_every == 0:
+            raise ValueError("train.patience needs validation; set train.val_every >= 1 or drop train.patience")
         if self.data.split.mode == "kfold" and self.data.split.fold >= self.data.split.folds:
             raise ValueError(f"data.split.fold {self.data.split.fold} must be < folds {self.data.split.folds}")
         return self
@@ -223,19 +256,25 @@ def learning_rate(epoch: int, schedule: C2FSchedule) -> float:
 # ----------------------------------------------------------------------------------------------- data
 @dataclass
 class Volume:
-    """A window-scaled CT volume with its label and the view's axis."""
+    """A window-scaled volume with its binary target and the view's axis (after any ``data.downsample``
+    and ``data.crop_foreground``; ``spacing`` is then the downsampled one; ``affine`` gives the orientation
+    of the views and is not shifted by a crop)."""
 
     case: str
     image: np.ndarray
     label: np.ndarray
     axis: int
     spacing: tuple[float, ...] = ()
+    affine: np.ndarray | None = None
 
 
-def dataset_cases(root: str | Path) -> dict[str, tuple[Path, Path]]:
+def dataset_cases(root: str | Path, files: C2FFiles | None = None) -> dict[str, tuple[Path, Path]]:
     """``{case id: (image, label)}`` of an nnU-Net/MSD folder (``imagesTr/<id>_0000.nii.gz``,
-    ``labelsTr/<id>.nii.gz``); a missing label or an empty folder is a :class:`DataError`."""
+    ``labelsTr/<id>.nii.gz``), or of a case-folder layout given by ``files`` (patterns with ``{case}``); a
+    missing label or no case at all is a :class:`DataError`."""
     root = Path(root)
+    if files is not None:
+        return _pattern_cases(root, files)
     images = sorted((root / "imagesTr").glob("*_0000.nii*"))
     if not images:
         raise DataError(f"{root}: no imagesTr/<case>_0000.nii.gz files; a coarse-to-fine dataset needs the "
@@ -248,6 +287,26 @@ def dataset_cases(root: str | Path) -> dict[str, tuple[Path, Path]]:
         if not label.is_file():
             raise DataError(f"{img}: no label {label}; every training image needs its label in labelsTr/")
         cases[case] = (img, label)
+    return cases
+
+
+def _pattern_cases(root: Path, files: C2FFiles) -> dict[str, tuple[Path, Path]]:
+    import re
+
+    head, tail = files.image.split("{case}")
+    regex = re.compile(re.escape(head) + r"([^/]+)" + re.escape(tail) + "$")
+    cases = {}
+    for img in sorted(root.glob(files.image.replace("{case}", "*"))):
+        match = regex.match(img.relative_to(root).as_posix())
+        if match is None:
+            continue
+        case = match.group(1)
+        label = root / files.label.replace("{case}", case)
+        if not label.is_file():
+            raise DataError(f"{img}: no label {label} (data.files.label '{files.label}'); every image needs its label")
+        cases[case] = (img, label)
+    if not cases:
+        raise DataError(f"{root}: no file matches data.files.image '{files.image}'; check data.root and the pattern")
     return cases
 
 
@@ -293,18 +352,37 @@ def split_cases(ids: list[str], split: C2FSplit) -> tuple[list[str], list[str]]:
     return [c for c in ids if c not in val], val
 
 
-def load_volumes(cases: dict[str, tuple[Path, Path]], ids: list[str], view: str,
-                 window: tuple[float, float]) -> list[Volume]:
+def load_volumes(cases: dict[str, tuple[Path, Path]], ids: list[str], view: str, window: tuple[float, float], *,
+                 label_values: list[int] | None = None, downsample: int = 1,
+                 crop_foreground: bool = False) -> list[Volume]:
+    """The window-scaled volumes and binary targets of ``ids`` for ``view`` (see :class:`C2FData` for
+    ``label_values``, ``downsample`` and ``crop_foreground``)."""
+    from medseg.data.views import downsample as block_downsample
+    from medseg.data.views import foreground_box
+
     out = []
     for case in ids:
         img, lab = cases[case]
-        image, label, spacing, affine = load_case(img, lab, window)
+        image, label, spacing, affine = load_case(img, lab, window, label_values=label_values)
+        if downsample > 1:
+            image, label = block_downsample(image, label, downsample)
+            spacing = tuple(s * downsample for s in spacing)
+            affine = affine @ np.diag([downsample] * 3 + [1])
+        if crop_foreground:
+            box = foreground_box(image, label, img)
+            image, label = np.ascontiguousarray(image[box]), np.ascontiguousarray(label[box])
         axis = view_axis(view, affine)
         if image.shape[axis] < 3:
             raise DataError(f"{img}: only {image.shape[axis]} slice(s) along the {view} view (shape {image.shape}); "
                             "3-slice units need at least 3. Train another view (--view) or resample the volume")
-        out.append(Volume(case, image, label, axis, spacing))
+        out.append(Volume(case, image, label, axis, spacing, affine))
     return out
+
+
+def recipe_volumes(data: C2FData, cases: dict[str, tuple[Path, Path]], ids: list[str], view: str) -> list[Volume]:
+    """:func:`load_volumes` with the recipe's ``data`` options."""
+    return load_volumes(cases, ids, view, data.window, label_values=data.label_values, downsample=data.downsample,
+                        crop_foreground=data.crop_foreground)
 
 
 def unit_index(volumes: list[Volume], threshold: float) -> list[tuple[int, int]]:
@@ -516,10 +594,10 @@ class ViewTrainer:
         if state is not None:
             self.restore(state)
         root = ensure_data(r.data)
-        cases = dataset_cases(root)
+        cases = dataset_cases(root, r.data.files)
         train_ids, val_ids = split_cases(list(cases), r.data.split)
-        self.train_vols = load_volumes(cases, train_ids, self.view, r.data.window)
-        self.val_vols = load_volumes(cases, val_ids, self.view, r.data.window)
+        self.train_vols = recipe_volumes(r.data, cases, train_ids, self.view)
+        self.val_vols = recipe_volumes(r.data, cases, val_ids, self.view)
         self.units = unit_index(self.train_vols, r.data.slice_threshold)
         self.logger = RunLogger(self.run_dir / "logs")
         if state is not None:  # drop the step records written after the checkpoint (they are redone)
@@ -637,13 +715,15 @@ class ViewTrainer:
         self.step_in_epoch = 0
         if r.train.recalibrate_bn:
             recalibrate_bn(self.nets, self._recalibration_units(r.train.recalibrate_bn), stage, r.train.margin)
-        dice = (self.validate_fn or _default_validate)(self)
+        every = r.train.val_every
+        validate = every > 0 and ((e + 1) % every == 0 or e + 1 == r.train.epochs)
+        dice = (self.validate_fn or _default_validate)(self) if validate else float("nan")
         record["val_dice"] = dice
-        better = np.isfinite(dice) and (self.best["value"] is None or dice > self.best["value"])
+        better = validate and np.isfinite(dice) and (self.best["value"] is None or dice > self.best["value"])
         if better:
             self.best = {"value": float(dice), "epoch": e}
             self.stale = 0
-        else:
+        elif validate:
             self.stale += 1
         self.epoch += 1
         self.stopped_early = r.train.patience is not None and self.stale >= r.train.patience
@@ -732,7 +812,12 @@ def _prepare(run_dir: Path, recipe: C2FRecipe, resume: bool, overwrite: bool, fo
         if not has_run:
             raise CheckpointError(f"--resume: {run_dir} holds no checkpoint; start it without --resume")
         state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt", trust=False)
-        diff = config_diff(ckpt.checkpoint_config(state, run_dir), recipe.model_dump(mode="json"))
+        old = ckpt.checkpoint_config(state, run_dir)
+        try:  # with the defaults of options added since the run started, which then are not a change
+            old = C2FRecipe.model_validate(old).model_dump(mode="json")
+        except ValidationError:
+            pass  # compared as stored: the differences name the keys
+        diff = config_diff(old, recipe.model_dump(mode="json"))
         if diff and not force:
             raise ConfigError(f"the recipe differs from the run being resumed ({run_dir}):\n  " + "\n  ".join(diff)
                               + "\nresume with the run's own recipe, or pass --force to accept the changes")

@@ -19,20 +19,20 @@ import numpy as np
 
 from medseg.metrics._policy import EmptyMaskError, Policy
 from medseg.metrics.distance import SurfaceDistances, surface_distances
-from medseg.metrics.functional import (METRICS, Metric, asd, assd, conformity, create_metric, dice, e_measure,
-                                       f1_ife, f_measure, hce, hd, hd95, iou, jaccard, list_metrics, mae, nsd,
-                                       polyp_mdice, polyp_miou, precision, recall, rvd, s_measure, specificity,
-                                       weighted_f_measure)
+from medseg.metrics.functional import (asd, assd, conformity, dice, e_measure, f1_ife, f_measure, hce, hd, hd95, iou,
+                                       jaccard, mae, nsd, polyp_mdice, polyp_miou, precision, recall, rvd, s_measure,
+                                       soft_dice, specificity, weighted_f_measure)
+from medseg.metrics.names import ALIASES, METRIC_SETS, SPECS, MetricSpec, resolve_names
 from medseg.metrics.overlap import batch_confusion, batch_dice, confusion_matrix
-from medseg.metrics.suite import METRIC_SETS, SPECS, CaseResult, MetricSuite, describe, resolve_names, summarize
+from medseg.metrics.suite import METRICS, CaseResult, Metric, MetricSuite, create_metric, describe, list_metrics, summarize
 
 __all__ = [
-    "METRICS", "METRIC_SETS", "SPECS", "CaseResult", "EmptyMaskError", "Metric", "MetricSuite", "Policy",
-    "SurfaceDistances", "asd", "assd", "batch_confusion", "batch_dice", "conformity", "confusion_matrix",
-    "create_metric", "describe", "dice", "e_measure", "evaluate_case", "evaluate_folder", "f1_ife", "f_measure",
-    "hce", "hd", "hd95", "iou", "jaccard", "list_metrics", "mae", "nsd", "polyp_mdice", "polyp_miou",
-    "precision", "recall", "resolve_names", "rvd", "s_measure", "specificity", "summarize",
-    "surface_distances", "weighted_f_measure",
+    "ALIASES", "METRICS", "METRIC_SETS", "SPECS", "CaseResult", "EmptyMaskError", "Metric", "MetricSpec",
+    "MetricSuite", "Policy", "SurfaceDistances", "asd", "assd", "batch_confusion", "batch_dice", "conformity",
+    "confusion_matrix", "create_metric", "describe", "dice", "e_measure", "evaluate_case", "evaluate_folder",
+    "f1_ife", "f_measure", "hce", "hd", "hd95", "iou", "jaccard", "list_metrics", "mae", "nsd", "polyp_mdice",
+    "polyp_miou", "precision", "recall", "resolve_names", "rvd", "s_measure", "soft_dice", "specificity",
+    "summarize", "surface_distances", "weighted_f_measure",
 ]
 
 

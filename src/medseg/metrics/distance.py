@@ -262,6 +262,3 @@ def nsd_from(sd: SurfaceDistances, policy: Policy = Policy()) -> float:
     tau = policy.nsd_tolerance
     good = np.count_nonzero(sd.pred_to_gt <= tau) + np.count_nonzero(sd.gt_to_pred <= tau)
     return float(good / (sd.pred_to_gt.size + sd.gt_to_pred.size))
-
-
-DISTANCE_FUNCTIONS = {"hd": hd_from, "hd95": hd95_from, "asd": asd_from, "assd": assd_from, "nsd": nsd_from}

@@ -199,15 +199,3 @@ def rvd_from_counts(counts: np.ndarray, policy: Policy = Policy()) -> np.ndarray
         value = np.abs(value)
     default = np.where(sp == 0, 0.0, np.nan)
     return policy.fill(value, sg == 0, default, ife=0.0, medpy=None, what="rvd")
-
-
-OVERLAP_FUNCTIONS = {
-    "dice": dice_from_counts,
-    "iou": iou_from_counts,
-    "precision": precision_from_counts,
-    "recall": recall_from_counts,
-    "specificity": specificity_from_counts,
-    "f1_ife": f1_ife_from_counts,
-    "conformity": conformity_from_counts,
-    "rvd": rvd_from_counts,
-}

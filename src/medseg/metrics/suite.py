@@ -1,9 +1,12 @@
-"""``MetricSuite``: many metrics of one case from shared intermediates, and their aggregation.
+"""``MetricSuite``: many metrics of one case from shared inputs, their aggregation, and ``create_metric``.
 
-One confusion count serves every overlap metric, one surface-distance pass (per class) serves HD,
-HD95, ASD, ASSD and NSD, one 2 x 256 histogram serves every threshold curve. Aggregation follows
-``metrics-policy.md``: per case, then mean over cases, with std, median, count and the number of
-excluded (NaN) cases side by side.
+The suite sits on the per-case functions of :mod:`medseg.metrics.functional`: it checks a case once
+(:func:`~medseg.metrics.functional.binary_case`), builds each kind's shared input once
+(:func:`~medseg.metrics.functional.shared_input`: one confusion count serves every overlap metric, one
+surface-distance pass, per class, serves HD, HD95, ASD, ASSD and NSD, one 2 x 256 histogram serves
+every threshold curve) and applies the kernels the name table (:mod:`medseg.metrics.names`) lists.
+Aggregation follows ``metrics-policy.md``: per case, then mean over cases, with std, median, count and
+the number of excluded (NaN) cases side by side.
 """
 from __future__ import annotations
 
@@ -14,85 +17,12 @@ import numpy as np
 
 from medseg.metrics import distance as dist
 from medseg.metrics import overlap as ov
-from medseg.metrics import saliency as sal
-from medseg.metrics._policy import Policy, as_policy, check_pair, check_prob
-from medseg.metrics.effort import hce as hce_fn
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """What a metric needs and how it reads: ``group`` (overlap/distance/map/hce), direction, curve."""
-
-    name: str
-    group: str
-    higher_is_better: bool
-    summary: str
-    curve: str | None = None  # "f" or "e": the dataset value is the max of the mean curve
-
-
-SPECS: dict[str, MetricSpec] = {s.name: s for s in [
-    MetricSpec("dice", "overlap", True, "Dice 2TP/(2TP+FP+FN)"),
-    MetricSpec("iou", "overlap", True, "IoU / Jaccard TP/(TP+FP+FN)"),
-    MetricSpec("precision", "overlap", True, "precision TP/(TP+FP)"),
-    MetricSpec("recall", "overlap", True, "recall / sensitivity TP/(TP+FN)"),
-    MetricSpec("specificity", "overlap", True, "specificity TN/(TN+FP)"),
-    MetricSpec("f1_ife", "overlap", True, "IFE's F1: Achanta F-beta (beta^2=0.3) on the binary mask"),
-    MetricSpec("conformity", "overlap", True, "conformity 1-(FP+FN)/TP (Chang 2009)"),
-    MetricSpec("rvd", "overlap", False, "relative volume difference (|P|-|G|)/|G| (signed)"),
-    MetricSpec("hd", "distance", False, "Hausdorff distance (physical units)"),
-    MetricSpec("hd95", "distance", False, "95th-percentile Hausdorff distance (pooled, medpy; or max_directed)"),
-    MetricSpec("asd", "distance", False, "average surface distance, prediction -> GT"),
-    MetricSpec("assd", "distance", False, "average symmetric surface distance"),
-    MetricSpec("nsd", "distance", True, "normalised surface Dice at nsd_tolerance"),
-    MetricSpec("mae", "map", False, "mean absolute error of the map"),
-    MetricSpec("s_measure", "map", True, "structure measure S-alpha (Fan 2017)"),
-    MetricSpec("wf_measure", "map", True, "weighted F-measure (Margolin 2014)"),
-    MetricSpec("f_measure_max", "map", True, "max F-beta over 256 thresholds (beta^2=0.3)", curve="f"),
-    MetricSpec("f_measure_mean", "map", True, "mean F-beta over 256 thresholds"),
-    MetricSpec("f_measure_adp", "map", True, "F-beta at the adaptive threshold 2*mean"),
-    MetricSpec("e_measure_max", "map", True, "max E-measure over 256 thresholds (Fan 2018)", curve="e"),
-    MetricSpec("e_measure_mean", "map", True, "mean E-measure over 256 thresholds"),
-    MetricSpec("e_measure_adp", "map", True, "E-measure at the adaptive threshold 2*mean"),
-    MetricSpec("polyp_mdice", "map", True, "polyp-benchmark mDice: Dice averaged over 256 thresholds"),
-    MetricSpec("polyp_miou", "map", True, "polyp-benchmark mIoU: IoU averaged over 256 thresholds"),
-    MetricSpec("soft_dice", "map", True, "soft Dice of the map, (2*sum(s*g)+1e-5)/(sum(s)+sum(g)+1e-5) (CHNet eval.py)"),
-    MetricSpec("hce", "hce", False, "human correction effort (DIS), raw count"),
-]}
-
-ALIASES = {"dsc": "dice", "dc": "dice", "jaccard": "iou", "jc": "iou", "sensitivity": "recall", "tpr": "recall",
-           "ppv": "precision", "tnr": "specificity", "ravd": "rvd", "surface_dice": "nsd", "sm": "s_measure",
-           "smeasure": "s_measure", "wfm": "wf_measure", "weighted_f": "wf_measure", "mdice": "polyp_mdice",
-           "miou": "polyp_miou", "fm_max": "f_measure_max", "em_max": "e_measure_max"}
-
-METRIC_SETS: dict[str, list[str]] = {
-    # IFE tables: Con, Dice, JC, F1, HCE, MAE, HD, ASD (= ASSD), RVD
-    "ife": ["conformity", "dice", "iou", "f1_ife", "hce", "mae", "hd", "assd", "rvd"],
-    # CHNet / PraNet polyp tables plus the SOD set, with HCE
-    "chnet": ["polyp_mdice", "polyp_miou", "s_measure", "e_measure_max", "e_measure_mean", "e_measure_adp",
-              "wf_measure", "f_measure_max", "f_measure_mean", "f_measure_adp", "mae", "hce"],
-    "overlap": ["dice", "iou", "precision", "recall", "specificity"],
-    "distance": ["hd", "hd95", "asd", "assd", "nsd"],
-    "volume": ["dice", "iou", "hd95", "assd", "nsd", "rvd"],
-}
-
-
-def resolve_names(metrics: str | Iterable[str]) -> list[str]:
-    """Canonical metric names from names, aliases and set names (``"ife"``, ``"chnet"`` ...), in order."""
-    from medseg.registry import unknown_name_message
-
-    items = [metrics] if isinstance(metrics, str) else list(metrics)
-    out: list[str] = []
-    for item in items:
-        for part in str(item).replace(",", " ").split():
-            key = part.lower()
-            names = METRIC_SETS.get(key) or [ALIASES.get(key, key)]
-            for name in names:
-                if name not in SPECS:
-                    valid = sorted([*SPECS, *ALIASES, *METRIC_SETS])
-                    raise ValueError(unknown_name_message("metric", part, valid))
-                if name not in out:
-                    out.append(name)
-    return out
+from medseg.metrics._policy import Policy, as_policy, check_pair
+from medseg.metrics.functional import binary_case, is_tensor, shared_input
+from medseg.metrics.functional import to_numpy as _to_numpy
+from medseg.metrics.names import (ALIASES, DISTANCE_FUNCTIONS, METRIC_SETS, OVERLAP_FUNCTIONS, SPECS,  # noqa: F401
+                                  MetricSpec, resolve_names)
+from medseg.registry import Registry
 
 
 @dataclass
@@ -128,11 +58,12 @@ class MetricSuite:
             raise ValueError(f"num_classes must be >= 1 (1 = binary), got {num_classes}")
         self.num_classes = num_classes
         self.policy = as_policy(policy, **options)
-        groups = {SPECS[n].group for n in self.names}
-        if num_classes > 1 and groups & {"map", "hce"}:
-            bad = [n for n in self.names if SPECS[n].group in ("map", "hce")]
+        self.groups = {SPECS[n].kind for n in self.names}
+        if num_classes > 1 and self.groups & {"map", "mask"}:
+            bad = [n for n in self.names if SPECS[n].kind in ("map", "mask")]
             raise ValueError(f"metrics {bad} are defined for a binary foreground map; use num_classes=1")
-        self.groups = groups
+        self._plan = [(n, SPECS[n].kind, SPECS[n].fn) for n in self.names]
+        self._blocks = "s_measure" in self.names  # the S-measure's block histograms come with the image's
 
     # ------------------------------------------------------------------------------------ per case
     def __call__(self, pred: Any, gt: Any, prob: Any = None, spacing: Sequence[float] | float | None = None,
@@ -144,99 +75,15 @@ class MetricSuite:
         return self._multiclass(pred, gt, spacing, case)
 
     def _binary(self, pred: Any, gt: Any, prob: Any, spacing: Any, case: str) -> CaseResult:
-        gt_np = as_binary(gt, "ground truth", case)
-        prob_np: np.ndarray | sal.ByteMap | None = None
-        if prob is not None:
-            raw = _to_numpy(prob)
-            # an 8-bit map keeps its bytes: every map metric then works on 256 values (saliency.ByteMap)
-            prob_np = sal.ByteMap(raw) if raw.dtype == np.uint8 else check_prob(raw, case)
-            check_pair(raw, gt_np, case)
-        if pred is None:
-            if prob_np is None:
-                raise ValueError(f"case '{case}': give a prediction mask or a probability map")
-            # IFE's test protocol min-max normalises each map before thresholding (methods.md §2.5)
-            if isinstance(prob_np, sal.ByteMap):
-                source = prob_np.normalized() if self.policy.compat == "ife" else prob_np
-                pred_np = source.above(self.policy.threshold)
-            else:
-                source = sal.normalize_map(prob_np) if self.policy.compat == "ife" else prob_np
-                pred_np = source > self.policy.threshold
-        else:
-            pred_np = as_binary(pred, "prediction", case)
-        check_pair(pred_np, gt_np, case)
+        c = binary_case(pred, gt, prob, spacing, self.policy, case)
+        shared: dict[str, Any] = {}
         values: dict[str, float] = {}
-        curves: dict[str, np.ndarray] = {}
-        pol = self.policy
-        if "overlap" in self.groups:
-            counts = _counts(pred, gt, pred_np, gt_np)
-            for name in self._of("overlap"):
-                values[name] = float(ov.OVERLAP_FUNCTIONS[name](counts, pol))
-        if "distance" in self.groups:
-            sd = dist.surface_distances(pred_np, gt_np, spacing, case)
-            for name in self._of("distance"):
-                values[name] = dist.DISTANCE_FUNCTIONS[name](sd, pol)
-        if "map" in self.groups:
-            values.update(self._map_metrics(pred_np, gt_np, prob_np, curves, case))
-        if "hce" in self.groups:
-            values["hce"] = hce_fn(pred_np, gt_np, mode=pol.hce)
-        return CaseResult(case, {n: values[n] for n in self.names}, curves)
-
-    def _map_metrics(self, pred: np.ndarray, gt: np.ndarray, prob: np.ndarray | sal.ByteMap | None,
-                     curves: dict[str, np.ndarray], case: str) -> dict[str, float]:
-        names = self._of("map")
-        need_2d = {"s_measure", "wf_measure"} & set(names)
-        if need_2d and gt.ndim != 2:
-            raise ValueError(f"case '{case}': {sorted(need_2d)} are 2-D metrics, got shape {gt.shape}")
-        if isinstance(prob, sal.ByteMap):
-            return self._byte_map_metrics(names, pred, gt, prob.normalized() if self.policy.minmax else prob, curves)
-        out: dict[str, float] = {}
-        if prob is None:
-            prob = pred.astype(np.float64)
-        elif self.policy.minmax:
-            prob = sal.normalize_map(prob)
-        if "mae" in names:
-            out["mae"] = sal.mae_ife(pred, gt) if self.policy.compat == "ife" else sal.mae(prob, gt)
-        if "s_measure" in names:
-            out["s_measure"] = sal.s_measure(prob, gt)
-        if "wf_measure" in names:
-            out["wf_measure"] = sal.weighted_f_measure(prob, gt)
-        if "soft_dice" in names:
-            out["soft_dice"] = sal.soft_dice(prob, gt)
-        curve_names = [n for n in names if n.startswith(("f_measure", "e_measure", "polyp"))]
-        if curve_names:
-            self._curves(curve_names, sal.map_stats(prob, gt), curves, out)
-        return out
-
-    def _byte_map_metrics(self, names: list[str], pred: np.ndarray, gt: np.ndarray, bm: sal.ByteMap,
-                          curves: dict[str, np.ndarray]) -> dict[str, float]:
-        """The map metrics of an 8-bit map from its (byte, GT) histograms (equal to the float path)."""
-        blocks = None
-        if "s_measure" in names:  # the S-measure's four blocks come with the image's histograms
-            h_fg, h_all, blocks = sal.quadrant_histograms(bm.data, gt)
-        else:
-            h_fg, h_all = sal.byte_histograms(bm.data, gt)
-        out: dict[str, float] = {}
-        if "mae" in names:
-            out["mae"] = sal.mae_ife(pred, gt) if self.policy.compat == "ife" else sal.mae_bytes(bm, h_fg, h_all)
-        if "s_measure" in names:
-            out["s_measure"] = sal.s_measure_bytes(bm, gt, h_fg, h_all, blocks)
-        if "wf_measure" in names:
-            out["wf_measure"] = sal.weighted_f_measure(bm, gt)
-        if "soft_dice" in names:
-            out["soft_dice"] = float((2 * np.dot(h_fg, bm.table) + 1e-5) / (np.dot(h_all, bm.table) + h_fg.sum() + 1e-5))
-        curve_names = [n for n in names if n.startswith(("f_measure", "e_measure", "polyp"))]
-        if curve_names:
-            self._curves(curve_names, sal.map_stats_bytes(bm, h_fg, h_all), curves, out)
-        return out
-
-    @staticmethod
-    def _curves(curve_names: list[str], st: sal.MapStats, curves: dict[str, np.ndarray], out: dict[str, float]) -> None:
-        if any(n.startswith("f_measure_") and n != "f_measure_adp" for n in curve_names):
-            curves["f"] = sal.f_measure_curve(st)
-        if any(n.startswith("e_measure_") and n != "e_measure_adp" for n in curve_names):
-            curves["e"] = sal.e_measure_curve(st)
-        for name in curve_names:
-            out[name] = _curve_value(name, st, curves)
+        for name, kind, kernel in self._plan:
+            if kind not in shared:
+                shared[kind] = shared_input(kind, c, self.policy, blocks=self._blocks)
+            values[name] = float(kernel(shared[kind], self.policy))
+        curves = shared["map"].curves() if "map" in shared else {}
+        return CaseResult(case, values, curves)
 
     def _multiclass(self, pred: Any, gt: Any, spacing: Any, case: str) -> CaseResult:
         k = self.num_classes
@@ -245,14 +92,14 @@ class MetricSuite:
             raise ValueError(f"case '{case}': a multi-class case needs a predicted label map")
         pred_np, gt_np = _to_numpy(pred), _to_numpy(gt)
         check_pair(pred_np, gt_np, case)
-        matrix = ov.confusion_matrix(pred if _is_tensor(pred) else pred_np, gt if _is_tensor(gt) else gt_np, k)
+        matrix = ov.confusion_matrix(pred if is_tensor(pred) else pred_np, gt if is_tensor(gt) else gt_np, k)
         counts = ov.class_counts(matrix, classes)
         present = (counts[:, 0] + counts[:, 1] + counts[:, 2]) > 0
         per_class: dict[str, np.ndarray] = {}
         for name in self._of("overlap"):  # classes absent from both are not applicable: never evaluated
             per_class[name] = np.full(len(classes), np.nan)
             if present.any():
-                per_class[name][present] = ov.OVERLAP_FUNCTIONS[name](counts[present], self.policy)
+                per_class[name][present] = SPECS[name].fn(counts[present], self.policy)
         if "distance" in self.groups:
             for name in self._of("distance"):
                 per_class[name] = np.full(len(classes), np.nan)
@@ -260,7 +107,7 @@ class MetricSuite:
                 if present[i]:
                     sd = dist.surface_distances(pred_np == c, gt_np == c, spacing, case)
                     for name in self._of("distance"):
-                        per_class[name][i] = dist.DISTANCE_FUNCTIONS[name](sd, self.policy)
+                        per_class[name][i] = SPECS[name].fn(sd, self.policy)
         values: dict[str, float] = {}
         for name in self.names:
             vals = np.where(present, per_class[name], np.nan)
@@ -270,8 +117,8 @@ class MetricSuite:
                 values[f"{name}_{c}"] = float(v)
         return CaseResult(case, values)
 
-    def _of(self, group: str) -> list[str]:
-        return [n for n in self.names if SPECS[n].group == group]
+    def _of(self, kind: str) -> list[str]:
+        return [n for n in self.names if SPECS[n].kind == kind]
 
     # --------------------------------------------------------------------------------- aggregation
     def summarize(self, results: Sequence[CaseResult]) -> dict[str, Any]:
@@ -312,47 +159,45 @@ def describe(values: np.ndarray) -> dict[str, Any]:
             "count": int(finite.size), "excluded": int(values.size - finite.size)}
 
 
-# ---------------------------------------------------------------------------------------- helpers
-def _curve_value(name: str, st: sal.MapStats, curves: dict[str, np.ndarray]) -> float:
-    if name == "f_measure_adp":
-        return sal.f_measure_adaptive(st)
-    if name == "e_measure_adp":
-        return sal.e_measure_adaptive(st)
-    if name == "polyp_mdice":
-        return float(sal.polyp_dice_curve(st).mean())
-    if name == "polyp_miou":
-        return float(sal.polyp_iou_curve(st).mean())
-    curve = curves["f" if name.startswith("f_") else "e"]
-    return float(curve.max() if name.endswith("_max") else curve.mean())
+# --------------------------------------------------------------------------------- registry
+class Metric:
+    """One named metric with fixed options: ``metric(pred, gt, prob=None, spacing=None) -> float``
+    (a one-metric :class:`MetricSuite`; multi-class: the mean over the classes present)."""
+
+    def __init__(self, name: str, num_classes: int = 1, **options: Any) -> None:
+        (self.name,) = resolve_names(name)
+        self.spec = SPECS[self.name]
+        self.higher_is_better = self.spec.higher_is_better
+        self._suite = MetricSuite([self.name], num_classes=num_classes, **options)
+
+    def __call__(self, pred: Any, gt: Any, prob: Any = None, spacing: Sequence[float] | float | None = None) -> float:
+        return self._suite(pred, gt, prob=prob, spacing=spacing).values[self.name]
+
+    def __repr__(self) -> str:
+        return f"Metric({self.name!r}, {self._suite.policy})"
 
 
-def _is_tensor(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
+METRICS = Registry("metric")
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if _is_tensor(x):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+def _register(spec: MetricSpec) -> None:
+    def factory(num_classes: int = 1, **options: Any) -> Metric:
+        return Metric(spec.name, num_classes=num_classes, **options)
+
+    factory.__doc__ = spec.summary
+    factory.__name__ = spec.name
+    METRICS.register(spec.name, aliases=spec.aliases)(factory)
 
 
-def _counts(pred: Any, gt: Any, pred_np: np.ndarray, gt_np: np.ndarray) -> np.ndarray:
-    """Binary TP/FP/FN/TN: on the tensors' device when both inputs are tensors, else NumPy."""
-    if _is_tensor(pred) and _is_tensor(gt):
-        matrix = ov.confusion_matrix(pred.long(), gt.long(), 2)
-        return ov.class_counts(matrix, [1])[0]
-    return ov.binary_counts(pred_np, gt_np)
+for _spec in SPECS.values():
+    _register(_spec)
 
 
-def as_binary(mask: Any, what: str, case: str = "") -> np.ndarray:
-    """A boolean mask from bool / 0-1 arrays; any other value is an error naming the case and values."""
-    arr = _to_numpy(mask)
-    if arr.dtype == bool:
-        return arr
-    if arr.size and (arr.min() < 0 or arr.max() > 1 or (arr.dtype.kind == "f" and not np.all((arr == 0) | (arr == 1)))):
-        found = np.unique(arr)
-        shown = ", ".join(f"{v:g}" for v in found[:8]) + (" ..." if found.size > 8 else "")
-        where = f"case '{case}': " if case else ""
-        raise ValueError(f"{where}the {what} is not binary (values {shown}); binary metrics need 0/1 masks: "
-                         f"binarise it, or set num_classes to the number of labels for a label map")
-    return arr.astype(bool)
+def create_metric(name: str, **options: Any) -> Metric:
+    """A metric by name or alias, e.g. ``create_metric("hd95", hd95_mode="max_directed")``."""
+    return METRICS.create(name, **options)
+
+
+def list_metrics() -> dict[str, str]:
+    """Name -> one-line description of every metric (aliases left out), sorted by name."""
+    return {name: doc for name, doc in METRICS.describe().items() if name in SPECS}

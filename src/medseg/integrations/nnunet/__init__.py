@@ -5,6 +5,8 @@
   ``from medseg.integrations.nnunet import nnUNetTrainerIFECurvature``;
 * :func:`~medseg.integrations.nnunet.run.train` / :func:`~medseg.integrations.nnunet.run.predict`: nnU-Net's
   own training and prediction with these trainers (``medseg nnunet train|predict``);
+* :func:`~medseg.integrations.nnunet.convert.convert_folder`: a medseg 2-D folder (images/ + masks/) to nnU-Net's
+  raw layout (``medseg nnunet convert``; needs no nnunetv2);
 * :func:`~medseg.integrations.nnunet.run.ext_trainer_dir`: the folder to put in nnU-Net's
   ``nnUNet_extTrainer`` variable so that plain ``nnUNetv2_train ... -tr nnUNetTrainerIFECurvature`` finds them.
 """

@@ -118,11 +118,16 @@ def _fold(fold: str | int) -> int | str:
 
 def build_trainer(dataset: str | int, configuration: str, fold: str | int, trainer: str | type,
                   plans: str = "nnUNetPlans", device: str = "auto", continue_training: bool = False,
-                  settings: dict[str, Any] | None = None):
+                  settings: dict[str, Any] | None = None, batch_size: int | None = None):
     """An nnU-Net trainer instance for a preprocessed dataset; ``settings`` overrides trainer attributes
-    (e.g. ``{"num_epochs": 1, "num_iterations_per_epoch": 2}`` for a smoke run)."""
+    (e.g. ``{"num_epochs": 1, "num_iterations_per_epoch": 2}`` for a smoke run); ``batch_size`` replaces the
+    planned batch size in the plans the trainer receives (and saves as the fold's ``plans.json``)."""
     cls = trainer_class(trainer) if isinstance(trainer, str) else trainer
     _, plan, dataset_json = load_plans(dataset, configuration, plans)
+    if batch_size is not None:
+        if batch_size < 1:
+            raise NNUNetError(f"--batch-size must be >= 1, got {batch_size}")
+        plan["configurations"][configuration]["batch_size"] = int(batch_size)
     plan["continue_training"] = continue_training  # read (and removed) by nnUNetTrainer.__init__
     instance = cls(plans=plan, configuration=configuration, fold=_fold(fold), dataset_json=dataset_json,
                    device=_device(device))
@@ -137,18 +142,40 @@ def build_trainer(dataset: str | int, configuration: str, fold: str | int, train
 def train(dataset: str | int, configuration: str, fold: str | int, trainer: str | type,
           plans: str = "nnUNetPlans", device: str = "auto", continue_training: bool = False,
           validate: bool = True, pretrained_weights: str | None = None,
-          settings: dict[str, Any] | None = None) -> Path:
+          settings: dict[str, Any] | None = None, seed: int | None = None, batch_size: int | None = None) -> Path:
     """nnU-Net's single-process training (``nnUNetv2_train``'s path) with the given trainer; returns the fold's
-    output folder under ``nnUNet_results``."""
+    output folder under ``nnUNet_results``.
+
+    ``seed``: seeds Python's, NumPy's and torch's global generators before the network is built (nnU-Net seeds
+    nothing itself): the weight initialisation and, with ``nnUNet_n_proc_DA=0`` (augmentation in this process),
+    the patch sampling and augmentation draw from them. Bit-exact repeats are not checked (nor expected across
+    machines or thread counts).
+    """
+    require_nnunet()  # before the import below: one line naming the extra, not a ModuleNotFoundError
     from nnunetv2.run.run_training import maybe_load_checkpoint
 
-    instance = build_trainer(dataset, configuration, fold, trainer, plans, device, continue_training, settings)
+    if seed is not None:
+        seed_everything(seed)
+    instance = build_trainer(dataset, configuration, fold, trainer, plans, device, continue_training, settings,
+                             batch_size)
     maybe_load_checkpoint(instance, continue_training, False, pretrained_weights)
     instance.run_training()
     if validate:
         with ext_trainers_visible():
             instance.perform_actual_validation(False)
     return Path(instance.output_folder)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed ``random``, NumPy's and torch's global generators (what nnU-Net's data loader and init draw from)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def model_folder(dataset: str | int, configuration: str, trainer: str, plans: str = "nnUNetPlans") -> Path:
