@@ -32,27 +32,28 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the input's affine and spacing; rounds and seconds per case in c2f_cases.csv)",
                     "medseg c2f predict --run runs/mll_phantom --input runs/data/phantom_v2/imagesTr "
                     "--output runs/mll_phantom/predictions")
-    p.add_argument("--run", required=True, help="the folder `medseg c2f train` wrote (<output>/<name>), or one view's")
     p.add_argument("--input", required=True, help="folder (or file) of NIfTI CT volumes")
     p.add_argument("--output", required=True, help="folder for the masks (not the input folder)")
-    p.add_argument("--view", choices=VIEW_CHOICES, default="all",
-                   help="views to fuse (default all: every view the run has)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing predictions")
-    p.add_argument("--max-rounds", type=int, default=10, help="fine rounds at most (default 10)")
-    p.add_argument("--device", default="auto")
+    _add_run_options(p, "replace existing predictions")
     p.set_defaults(func=_predict)
 
     e = add_command(c2f_sub, "evaluate", "run Algorithm 1 on the held-out volumes of a run's recipe (its split and "
                     "data options) and write per-volume DSC, HD95 (mm) and rounds to a CSV",
                     "medseg c2f evaluate --run runs/mll_phantom")
-    e.add_argument("--run", required=True, help="the folder `medseg c2f train` wrote (<output>/<name>), or one view's")
     e.add_argument("--output", help="CSV to write (default <run>/eval_cases.csv)")
-    e.add_argument("--view", choices=VIEW_CHOICES, default="all",
-                   help="views to fuse (default all: every view the run has)")
-    e.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
-    e.add_argument("--max-rounds", type=int, default=10, help="fine rounds at most (default 10)")
-    e.add_argument("--device", default="auto")
+    _add_run_options(e, "replace an existing CSV")
     e.set_defaults(func=_evaluate)
+
+
+def _add_run_options(parser: argparse.ArgumentParser, overwrite_help: str) -> None:
+    """The options `c2f predict` and `c2f evaluate` share: the run, its views, Algorithm 1's round limit."""
+    parser.add_argument("--run", required=True,
+                        help="the folder `medseg c2f train` wrote (<output>/<name>), or one view's")
+    parser.add_argument("--view", choices=VIEW_CHOICES, default="all",
+                        help="views to fuse (default all: every view the run has)")
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    parser.add_argument("--max-rounds", type=int, default=10, help="fine rounds at most (default 10)")
+    parser.add_argument("--device", default="auto")
 
 
 def recipe_path(name: str) -> Path:
