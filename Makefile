@@ -12,10 +12,19 @@ $(VPY):
 	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found; install Python 3.11 or run 'make PY=python3 ...'"; exit 1; }
 	$(PY) -m venv $(VENV)
 
+# The install needs about 7 GB (torch's CUDA build and its NVIDIA libraries, which also run on the CPU);
+# check before pip starts so that a full disk is named, not a half-installed venv left behind.
+NEED_GB ?= 7
+PIP := $(VPY) -m pip install -q --no-cache-dir
+
 $(STAMP): $(VPY) pyproject.toml constraints.txt
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
-	$(VPY) -m pip install -q -c constraints.txt -e ".[test]"
+	@free_gb=$$(df -Pk $(VENV) | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	if [ "$$free_gb" -lt $(NEED_GB) ]; then \
+	  echo "error: $$free_gb GB free on the disk of $(VENV); the install needs about $(NEED_GB) GB."; \
+	  echo "       Free space there, or put the venv elsewhere: make VENV=/path/with/space test"; exit 1; fi
+	$(PIP) --upgrade pip
+	$(PIP) -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PIP) -c constraints.txt -e ".[test]"
 	@touch $(STAMP)
 
 install: $(STAMP)
