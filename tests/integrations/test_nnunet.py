@@ -1,17 +1,14 @@
 """medseg's IFE / CWCD trainers inside nnU-Net v2 (medseg.integrations.nnunet, `medseg nnunet`).
 
 A tiny synthetic 2-D dataset (6 cases of 32x32 PNG, labels 0/1/2) is written in nnU-Net's raw layout, planned and
-preprocessed by nnU-Net's own API (its worker pools run as threads: a spawned process per step costs tens of
-seconds on a shared machine). Oracles: the IFE channel arithmetic worked by hand, scipy's correlation for the
+preprocessed by nnU-Net's own API (``nnunet_helpers``; the 3-D twin is ``test_nnunet_3d.py``). Oracles: the IFE channel arithmetic worked by hand, scipy's correlation for the
 curvature score, scipy's binary erosion for the CWCD contour bands, nnU-Net's own loss for the deep-supervision
 weights.
 """
 from __future__ import annotations
 
 import json
-import multiprocessing.pool
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,9 @@ pytest.importorskip("nnunetv2", reason="nnunetv2 is not installed (the nnunet ex
 ndimage = pytest.importorskip("scipy.ndimage")
 signal = pytest.importorskip("scipy.signal")
 Image = pytest.importorskip("PIL.Image")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from nnunet_helpers import plan_and_preprocess, set_env  # noqa: E402
 
 from medseg.cli import main as cli_main  # noqa: E402
 from medseg.integrations.nnunet import network as nnnet  # noqa: E402
@@ -61,30 +61,12 @@ def nnunet_env(tmp_path_factory):
     """nnU-Net folders in tmp with Dataset901 planned and preprocessed (2d), Dataset902 raw only."""
     root = tmp_path_factory.mktemp("nnunet")
     mp = pytest.MonkeyPatch()
-    for var in run_env(root):
-        mp.setenv(var, run_env(root)[var])
-    mp.setenv("nnUNet_compile", "false")
+    set_env(mp, root)
     _raw_dataset(root / "raw", NAME, 6)
     _raw_dataset(root / "raw", "Dataset902_NotPlanned", 2, seed=1)
-    import nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor as fingerprint
-    import nnunetv2.preprocessing.preprocessors.default_preprocessor as preprocessor
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
-                                                                      preprocess)
-
-    threads = types.SimpleNamespace(get_context=lambda *_: types.SimpleNamespace(Pool=multiprocessing.pool.ThreadPool))
-    mp.setattr(fingerprint, "multiprocessing", threads)
-    mp.setattr(preprocessor, "multiprocessing", threads)
-    extract_fingerprints([DATASET], num_processes=1, check_dataset_integrity=False, verbose=False,
-                         show_progress_bar=False)
-    plan_experiments([DATASET])
-    preprocess([DATASET], configurations=("2d",), num_processes=(1,), verbose=False, show_progress_bar=False)
+    plan_and_preprocess(mp, DATASET, ("2d",))
     yield root
     mp.undo()
-
-
-def run_env(root: Path) -> dict[str, str]:
-    return {"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "pre"),
-            "nnUNet_results": str(root / "res")}
 
 
 def test_plan_and_preprocess_ran_and_load_plans_reads_them(nnunet_env):
