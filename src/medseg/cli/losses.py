@@ -17,8 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from medseg.losses import LOSSES, create_loss, list_losses
 
-    for name, doc in list_losses().items():
-        line = f"{name:<16}{doc}"
+    losses = list_losses()
+    width = max(map(len, losses)) + 2
+    for name, doc in losses.items():
+        line = f"{name:<{width}}{doc}"
         if args.requires:
             needs = sorted(getattr(create_loss(name), "requires", set()))
             line += f"  [needs: {', '.join(needs)}]" if needs else ""

@@ -35,6 +35,7 @@ from medseg.engine.runtime import (Runtime, eval_mode, init_distributed, make_ru
 from medseg.errors import CheckpointError, TrainingError
 from medseg.log import logger as log
 from medseg.losses import create_loss
+from medseg.losses.deep_supervision import with_deep_supervision
 from medseg.metrics import batch_dice
 from medseg.models import create_model
 
@@ -180,7 +181,8 @@ class Trainer:
         self.optimizer = build_optimizer(model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, cfg.train.epochs)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.use_scaler)
-        self.loss_fn = create_loss(cfg.loss, num_classes=cfg.data.num_classes).to(rt.device)
+        self.loss_fn = with_deep_supervision(create_loss(cfg.loss, num_classes=cfg.data.num_classes), model)
+        self.loss_fn = self.loss_fn.to(rt.device)
         self.requires = set(getattr(self.loss_fn, "requires", set()) or set())
         # distance-based targets are built by the loader (in its workers when data.num_workers > 0);
         # contours are cheap min-pool erosions done on the device

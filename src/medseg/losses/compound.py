@@ -109,6 +109,11 @@ class WeightedSum(nn.Module):
             schedules[key] = Schedule.build(item.get("schedule"))
         return cls(terms, weights, schedules)
 
+    @property
+    def reads_aux(self) -> bool:
+        """True when a term reads the auxiliary outputs itself (e.g. ``structure`` with deep supervision)."""
+        return any(getattr(term, "reads_aux", False) for term in self.terms.values())
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         for term in self.terms.values():

@@ -67,6 +67,11 @@ class StructureLoss(nn.Module):
         self.deep_supervision, self.aux_key, self.kernel = deep_supervision, aux_key, kernel
         self.reduction, self.output_key = check_reduction(reduction), output_key
 
+    @property
+    def reads_aux(self) -> bool:
+        """True with ``deep_supervision``: the auxiliary outputs are this loss's own business."""
+        return self.deep_supervision
+
     def maps(self, outputs: Any) -> list[torch.Tensor]:
         main = main_logits(outputs, self.output_key, "structure")
         if not self.deep_supervision:
