@@ -100,10 +100,6 @@ CHECKS = ("forward", "backward", "all_params_used", "export", "channels_last", "
 
 # model -> check -> why it cannot pass it; the check is then xfail(strict=True).
 LIMITATIONS: dict[str, dict[str, str]] = {
-    "sinet_v2": {
-        "odd_sizes": "no input check: a size that is not a multiple of 32 fails inside the NCD with a "
-                     "tensor-size RuntimeError instead of a ValueError naming input_divisor",
-    },
     "unetr": {
         "all_params_used": "MONAI's ViT blocks hold norm_cross_attn LayerNorms that forward never calls "
                            "(no cross-attention): 2 parameters per block get no gradient",

@@ -1,4 +1,4 @@
-"""Shape checks shared by the 3-D networks (``vnet``, ``unetr``, ``deeplabv3_3d``).
+"""Shape checks shared by the 3-D networks (``vnet``, ``unetr``, ``deeplabv3_3d``) and ``sinet_v2``.
 
 A bad input shape fails before the first convolution with a message naming the model, the shape it got,
 its ``input_divisor`` (or its fixed size) and the size to pad or crop to.
@@ -25,6 +25,13 @@ def check_volume(name: str, x: torch.Tensor, in_channels: int, divisor: int,
         raise ValueError(f"{name} takes exactly img_size={tuple(fixed)} (its position embedding is fixed; "
                          f"input_divisor={divisor}), got {spatial}; use sliding-window inference with this "
                          f"window, or rebuild with img_size={spatial}")
+    check_divisible(name, spatial, divisor)
+
+
+def check_divisible(name: str, spatial: Sequence[int], divisor: int) -> None:
+    """Raise ``ValueError`` naming the size to pad or crop to unless every size in ``spatial`` is a multiple
+    of ``divisor`` (2-D and 3-D networks alike)."""
+    spatial = tuple(int(s) for s in spatial)
     if any(s % divisor for s in spatial):
         fix = tuple(-(-s // divisor) * divisor for s in spatial)
         raise ValueError(f"{name}: spatial size {spatial} must be divisible by input_divisor={divisor}; "

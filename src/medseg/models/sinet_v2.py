@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.models import register_model
+from medseg.models._input3d import check_divisible
 from medseg.modules.encoders import timm_encoder
 from medseg.modules.ife import IFESpec, build_ife
 
@@ -134,6 +135,9 @@ class SINetV2(nn.Module):
         self.rs3, self.rs4, self.rs5 = (ReverseStage(channel, w) for w in widths)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        if x.ndim != 4:
+            raise ValueError(f"sinet_v2 is a 2-D network: it takes B x C x H x W, got shape {tuple(x.shape)}")
+        check_divisible("sinet_v2", x.shape[2:], self.input_divisor)  # the NCD adds maps of strides 8/16/32
         size = x.shape[2:]
         f2, f3, f4 = self.encoder(x)
         t2, t3, t4 = self.tem2(f2), self.tem3(f3), self.tem4(f4)
