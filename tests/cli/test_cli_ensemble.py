@@ -107,13 +107,12 @@ def test_run_keeps_the_predict_safety_rules(tmp_path: Path, cv: Path, capsys: py
     assert np.array(Image.open(out / "a.png")).shape == (20, 24)
 
 
-def test_trust_checkpoint_applies_to_every_fold(tmp_path: Path, cv: Path, capsys: pytest.CaptureFixture) -> None:
+def test_weights_only_loading_names_the_fold(tmp_path: Path, cv: Path, capsys: pytest.CaptureFixture) -> None:
     save_png(tmp_path / "in" / "a.png")
     save_fold(cv, 1, seed=1, extra={"note": argparse.Namespace(a=1)})  # a pickled object in fold 1 only
     assert predict(cv, tmp_path / "in", tmp_path / "out") == 1
     err = capsys.readouterr().err
-    assert "fold_1" in err and "--trust-checkpoint" in err and not (tmp_path / "out").exists()
-    assert predict(cv, tmp_path / "in", tmp_path / "out", "--trust-checkpoint") == 0
+    assert "fold_1" in err and "re-save it as tensors" in err and not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------------------ evaluate

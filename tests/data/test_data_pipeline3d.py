@@ -142,7 +142,7 @@ def test_evaluate_scores_and_saves_on_the_file_grid(tmp_path, monkeypatch):
     net_label = build_dataset(cfg.data, "test")[0]["label"]
     oracle = torch.nn.functional.one_hot(net_label, 3).permute(3, 0, 1, 2)[None].float() * 10
     monkeypatch.setattr(ev, "resolve_checkpoint", lambda run_dir, which: tmp_path / "x.pt")
-    monkeypatch.setattr(ev, "model_from_checkpoint", lambda path, trust=False: (torch.nn.Identity(), cfg))
+    monkeypatch.setattr(ev, "model_from_checkpoint", lambda path: (torch.nn.Identity(), cfg))
     monkeypatch.setattr(ev, "case_logits", lambda model, image, cfg, rt: oracle)
     (tmp_path / "run").mkdir()
     summary = ev.evaluate_run(tmp_path / "run", "test", progress=False)

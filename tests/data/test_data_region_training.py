@@ -121,7 +121,7 @@ def test_sigmoid_outputs_equal_to_the_regions_score_dice_one_in_evaluate(tmp_pat
     run = tmp_path / "runs" / "regions"
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "best.pt").write_bytes(b"")  # the checkpoint is replaced by the oracle below
-    monkeypatch.setattr(evaluate, "model_from_checkpoint", lambda path, trust=False: (RegionOracle(), cfg))
+    monkeypatch.setattr(evaluate, "model_from_checkpoint", lambda path: (RegionOracle(), cfg))
     summary = evaluate.evaluate_run(run, "test", progress=False)
     for region in ("WT", "TC", "ET"):
         assert summary["metrics"][f"dice_{region}"]["mean"] == 1.0

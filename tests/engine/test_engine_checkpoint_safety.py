@@ -1,4 +1,4 @@
-"""Checkpoints never run code unless trusted; old checkpoints still load; failed starts leave a reusable
+"""Checkpoints never run code (weights-only loading, no opt-out); old checkpoints still load; failed starts leave a reusable
 folder; ``medseg train --resume RUN --from best|epoch_NNN``; a checkpoint without a config says so."""
 from __future__ import annotations
 
@@ -66,14 +66,27 @@ def copy_run(run: Path, dest: Path) -> Path:
 def test_crafted_checkpoint_is_refused_and_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
     evil = crafted(tmp_path / "evil.pt", marker)
-    with pytest.raises(CheckpointError, match=r"refusing to load checkpoint .*evil\.pt.*exec.*--trust-checkpoint"):
+    with pytest.raises(CheckpointError, match=r"refusing to load checkpoint .*evil\.pt.*exec.*re-save it as tensors"):
         ckpt.load_checkpoint(evil)
-    with pytest.raises(CheckpointError, match=r"evil\.pt.*--trust-checkpoint"):
+    with pytest.raises(CheckpointError, match=r"evil\.pt.*re-save it as tensors"):
         model_from_checkpoint(evil)
     assert not marker.exists()
     assert ckpt.valid_checkpoints(tmp_path) == [] and not marker.exists()
-    ckpt.load_checkpoint(evil, trust=True)  # the explicit opt-in really unpickles: the payload is live
+    torch.load(evil, weights_only=False)  # the payload is live: only full unpickling (never used) runs it
     assert marker.read_text() == "payload ran"
+
+
+def test_no_loader_in_medseg_unpickles() -> None:
+    """No switch, flag or code path in the package loads a file with full unpickling."""
+    import re
+
+    import medseg
+
+    package = Path(medseg.__file__).parent
+    unpickling = re.compile(r"weights_only\s*=\s*False|pickle\.loads?\(|torch\.load\((?![^)]*weights_only)")
+    found = [f"{path.relative_to(package)}:{i}" for path in package.rglob("*.py")
+             for i, line in enumerate(path.read_text().splitlines(), 1) if unpickling.search(line)]
+    assert found == []
 
 
 def test_listing_valid_checkpoints_beside_a_bad_last_runs_nothing(tmp_path: Path) -> None:
@@ -98,7 +111,7 @@ def test_cli_train_resume_and_predict_refuse_a_crafted_checkpoint(tmp_path: Path
     crafted(run / "checkpoints" / "last.pt", marker)
     assert main(["train", "--resume", str(run)]) == 1
     err = capsys.readouterr().err
-    assert "last.pt" in err and "--trust-checkpoint" in err and "Traceback" not in err
+    assert "last.pt" in err and "re-save it as tensors" in err and "Traceback" not in err
     images = tmp_path / "images"
     images.mkdir()
     import cv2
@@ -106,12 +119,12 @@ def test_cli_train_resume_and_predict_refuse_a_crafted_checkpoint(tmp_path: Path
     cv2.imwrite(str(images / "a.png"), np.zeros((32, 32), np.uint8))
     assert main(["predict", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--input", str(images),
                  "--output", str(tmp_path / "preds")]) == 1
-    assert "--trust-checkpoint" in capsys.readouterr().err
+    assert "refusing to load checkpoint" in capsys.readouterr().err
     assert not marker.exists()
 
 
-def test_trust_checkpoint_resumes_a_checkpoint_holding_python_objects(trained: Path, tmp_path: Path,
-                                                                        capsys: pytest.CaptureFixture) -> None:
+def test_resume_refuses_a_checkpoint_holding_python_objects(trained: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
     import argparse
 
     run = copy_run(trained, tmp_path / "run")
@@ -120,8 +133,10 @@ def test_trust_checkpoint_resumes_a_checkpoint_holding_python_objects(trained: P
     state["args"] = argparse.Namespace(lr=0.1)  # harmless, but needs unpickling of a Python class
     torch.save(state, last)
     assert main(["train", "--resume", str(run)]) == 1
-    assert "--trust-checkpoint" in capsys.readouterr().err
-    assert main(["train", "--resume", str(run), "--trust-checkpoint"]) == 0  # 3 of 3 epochs: nothing to train
+    err = capsys.readouterr().err
+    assert "argparse.Namespace" in err and "re-save it as tensors" in err
+    with pytest.raises(SystemExit):  # no flag unpickles it: the old opt-in is gone
+        main(["train", "--resume", str(run), "--trust-checkpoint"])
 
 
 # ------------------------------------------------------------------------- plain data, old files

@@ -1,11 +1,9 @@
 """Options shared by several commands: config overrides and encoder knobs (``train``, ``cv``, ``ablate``),
-checkpoint trust and test-time augmentation (``evaluate``, ``predict``, ``export``)."""
+and test-time augmentation (``evaluate``, ``predict``, ``export``)."""
 from __future__ import annotations
 
 import argparse
 
-TRUST_HELP = ("load a checkpoint that needs full unpickling, which can run code stored in the file: only for "
-              "checkpoints you made or trust (default: weights-only loading)")
 TTA_HELP = ("test-time augmentation: flip = mean of mirrored predictions (2-D: H, W, H+W; 3-D sliding window: "
             "all 7 axis combinations), each flipped back; docs/ensemble.md (default: none)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from medseg.cli import add_command
-from medseg.cli._options import TRUST_HELP, TTA_HELP
+from medseg.cli._options import TTA_HELP
 
 def register(sub: argparse._SubParsersAction) -> None:
     e = add_command(sub, "evaluate", "Evaluate a run's checkpoint on a split: per-case CSV and summary.",
@@ -15,7 +15,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
     e.add_argument("--metrics", nargs="+", help="metric names (default: the config's eval.metrics)")
     e.add_argument("--no-predictions", action="store_true", help="do not write prediction files")
-    e.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     e.add_argument("--tta", default="none", choices=["none", "flip"], help=TTA_HELP)
     e.set_defaults(func=run_evaluate)
 
@@ -25,7 +24,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from medseg.engine.evaluate import evaluate_folds, evaluate_run, format_summary
 
     options = dict(checkpoint=args.checkpoint, metrics=args.metrics, save_predictions=not args.no_predictions,
-                   trust=args.trust_checkpoint, tta=args.tta)
+                   tta=args.tta)
     if is_cv_folder(args.run):  # each fold on its own split: an ensemble would be scored on its training cases
         result = evaluate_folds(args.run, args.split, **options)
         print(result["table"])

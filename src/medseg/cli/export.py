@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 
 from medseg.cli import add_command
-from medseg.cli._options import TRUST_HELP
 
 FORMATS = ("onnx", "exported-program", "torchscript")  # medseg.engine.export.FORMATS (not imported: no torch at parse)
 DEFAULT_TOLERANCE = 1e-4  # medseg.engine.export.DEFAULT_TOLERANCE
@@ -25,7 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input", help="image or NIfTI volume to check the export on (default: the run's first "
                                    "test case, else val, else train)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=run_export)
 
 
@@ -33,7 +31,7 @@ def run_export(args: argparse.Namespace) -> int:
     from medseg.engine.export import export_run
 
     result = export_run(args.run, args.format, args.output, overwrite=args.overwrite, tolerance=args.tolerance,
-                        input_path=args.input, checkpoint=args.checkpoint, trust=args.trust_checkpoint)
+                        input_path=args.input, checkpoint=args.checkpoint)
     axes = result.dynamic_axes.get("image") or "none"
     print(f"wrote {result.file} ({result.format}; dynamic input axes {axes}; largest |logit difference| vs "
           f"PyTorch {result.max_abs_diff:.3g} <= {result.tolerance:g}) and {result.folder / 'MODEL_CARD.md'}")

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from medseg.cli import add_command
-from medseg.cli._options import TRUST_HELP, TTA_HELP
+from medseg.cli._options import TTA_HELP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="0-based input channels to feed the model, in order (image R=0 G=1 B=2, or NIfTI channel "
                         "files _0000, _0001, ... / the 4th axis); default: all, with grey repeated and RGB "
                         "converted to grey as in training")
-    p.add_argument("--trust-checkpoint", action="store_true", help=TRUST_HELP)
     p.set_defaults(func=run_predict)
 
 
@@ -48,7 +47,7 @@ def run_predict(args: argparse.Namespace) -> int:
                         "--engine onnxruntime takes --model DIR (a folder written by `medseg export --format onnx`)")
     try:
         written = predict_paths(source, args.input, args.output, save_probabilities=args.probabilities,
-                                overwrite=args.overwrite, channels=args.channels, trust=args.trust_checkpoint,
+                                overwrite=args.overwrite, channels=args.channels,
                                 echo=lambda msg: print(msg, file=sys.stderr), engine=args.engine,
                                 run=args.run, tta=args.tta)
     except PredictionError as err:

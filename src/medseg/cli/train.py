@@ -26,10 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --resume: continue from another checkpoint of the run, 'best' or 'epoch_NNN' "
                         "(checkpoints/epoch_NNN.pt); the later checkpoints are moved to "
                         "checkpoints/superseded-<time>/, not deleted")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="with --resume: load a checkpoint that holds pickled Python objects (this can run code "
-                        "from the file; only for checkpoints you wrote yourself). By default checkpoints are "
-                        "loaded with torch.load(weights_only=True)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in the folder")
     p.add_argument("--force", action="store_true", help="resume even if the config changed (differences printed)")
     p.add_argument("--nproc", type=int, default=None, help="launch N processes with torchrun (DDP)")
@@ -81,7 +77,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     cfg = load_config(config, overrides_of(args))
     result = train_run(cfg, run_dir, resume=bool(args.resume), overwrite=args.overwrite, force=args.force,
-                       resume_from=args.resume_from, trust=args.trust_checkpoint)
+                       resume_from=args.resume_from)
     if int(__import__("os").environ.get("RANK", 0)) == 0:
         print(json.dumps(result, indent=2))
     return 0 if result["status"] in ("finished", "paused") else 3

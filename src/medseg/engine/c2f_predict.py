@@ -44,7 +44,7 @@ def _view_folders(run: Path, views: Sequence[str] | None) -> list[tuple[str, Pat
     if not run.is_dir():
         raise CheckpointError(f"--run {run}: no such folder (give the folder `medseg c2f train` wrote)")
     if (run / "checkpoints").is_dir():  # a single view's folder: its checkpoint says which view
-        state = ckpt.load_checkpoint(ckpt.resolve_checkpoint(run, "best"), trust=False)
+        state = ckpt.load_checkpoint(ckpt.resolve_checkpoint(run, "best"))
         check_checkpoint(state, str(run), None)
         own = str(state["view"])
         for v in views or []:
@@ -73,7 +73,7 @@ def load_run(run: str | Path, views: Sequence[str] | None = None,
     for view, folder, state in _view_folders(Path(run), views):
         path = ckpt.resolve_checkpoint(folder, "best")
         if state is None:
-            state = ckpt.load_checkpoint(path, trust=False)
+            state = ckpt.load_checkpoint(path)
         check_checkpoint(state, str(path), view)
         r = validate_recipe(ckpt.checkpoint_config(state, path), str(path))
         check_checkpoint(state, str(path), view, r)

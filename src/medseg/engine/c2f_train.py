@@ -4,7 +4,7 @@ Why not :mod:`medseg.engine.trainer`: that loop trains *one* model on the batche
 scores it with one forward per case. A coarse-to-fine step runs two networks and the saliency module on a
 3-slice unit, chooses a crop box that depends on the stage (ground truth, then the coarse prediction), and
 validation needs Algorithm 1 on whole volumes. So this is a small loop of its own that reuses the generic
-trainer's pieces: atomic checkpoints and ``load_checkpoint(trust=False)`` (:mod:`medseg.engine.checkpoint`),
+trainer's pieces: atomic checkpoints and weights-only ``load_checkpoint`` (:mod:`medseg.engine.checkpoint`),
 the run-folder checks (:func:`medseg.engine.trainer.prepare_run_dir`), the logs
 (:class:`medseg.engine.logs.RunLogger`), seeding and the SIGINT/SIGTERM flag.
 
@@ -811,7 +811,7 @@ def _prepare(run_dir: Path, recipe: C2FRecipe, resume: bool, overwrite: bool, fo
     if resume:
         if not has_run:
             raise CheckpointError(f"--resume: {run_dir} holds no checkpoint; start it without --resume")
-        state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt", trust=False)
+        state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
         old = ckpt.checkpoint_config(state, run_dir)
         try:  # with the defaults of options added since the run started, which then are not a change
             old = C2FRecipe.model_validate(old).model_dump(mode="json")

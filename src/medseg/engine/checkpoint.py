@@ -7,8 +7,8 @@ the previous file intact.
 Reading is safe by default: ``torch.load(weights_only=True)``, so a crafted ``.pt`` cannot run code.
 medseg writes its checkpoints as tensors and plain Python data (NumPy arrays, such as the NumPy RNG state,
 become tensors), and files written by earlier versions (NumPy RNG state pickled as an array) load through
-a narrow allowlist of NumPy array types. Anything else is refused with a message naming the file;
-``trust=True`` (``--trust-checkpoint`` on the command line) is the explicit opt-in for files you wrote.
+a narrow allowlist of NumPy array types. Anything else is refused with a message naming the file and
+what it references; there is no switch that unpickles it (medseg never unpickles a file it did not write).
 """
 from __future__ import annotations
 
@@ -81,13 +81,12 @@ def plain_data(obj: Any) -> Any:
     return obj
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
-                    trust: bool = False) -> dict[str, Any]:
-    """Load a checkpoint without running code from it (``weights_only``); ``trust=True`` lifts that.
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint without running code from it (``weights_only``).
 
     A missing or truncated file raises an error naming the last valid checkpoint beside it; a file that
-    needs more than tensors and plain data is refused with a :class:`CheckpointError` that names the file
-    and ``--trust-checkpoint``.
+    needs more than tensors and plain data is refused with a :class:`CheckpointError` that names the file,
+    what it references and how to re-save it as plain data.
     """
     path = Path(path)
     if path.is_dir():
@@ -95,9 +94,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}{_last_valid_hint(path.parent)}")
     try:
-        state = _torch_load(path, map_location, trust)
+        state = _torch_load(path, map_location)
     except pickle.UnpicklingError as err:
-        needs = None if trust else _unsafe_globals(path, err)
+        needs = _unsafe_globals(path, err)
         if needs is not None:
             raise CheckpointError(_refused_message(path, needs)) from None
         raise CheckpointError(_unreadable_message(path, err)) from None
@@ -120,14 +119,9 @@ def checkpoint_config(state: dict[str, Any], path: str | Path) -> dict[str, Any]
     return config
 
 
-def _torch_load(path: Path, map_location: str | torch.device, trust: bool) -> Any:
-    """``torch.load`` of ``path``: weights-only with the legacy NumPy allowlist, unless ``trust``.
-
-    ``trust`` is True only when the user asked for it explicitly (``--trust-checkpoint`` on the command line,
-    ``trust=True`` in Python; every caller defaults to False): full unpickling can run code stored in the file,
-    so it is never reached by default (tests/engine/test_engine_checkpoint_safety.py keeps that)."""
-    if trust:  # explicit opt-in only (see the docstring); the default path below never unpickles code
-        return torch.load(path, map_location=map_location, weights_only=False)
+def _torch_load(path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load`` of ``path``, weights-only, with the legacy NumPy allowlist (the only loader medseg uses;
+    tests/engine/test_engine_checkpoint_safety.py keeps a crafted file from running code)."""
     with torch.serialization.safe_globals(_legacy_numpy_globals()):
         return torch.load(path, map_location=map_location, weights_only=True)
 
@@ -161,8 +155,9 @@ def _unsafe_globals(path: Path, err: Exception) -> list[str] | None:
 def _refused_message(path: Path, needs: list[str]) -> str:
     return (f"refusing to load checkpoint {path}: it needs Python objects beyond tensors and plain data "
             f"(it references {', '.join(needs)}), and unpickling them could run code; medseg loads "
-            "checkpoints with torch.load(weights_only=True). If you wrote this file yourself (or otherwise "
-            "trust it), pass --trust-checkpoint (trust=True in Python) to load it anyway.")
+            "checkpoints with torch.load(weights_only=True) only. If you wrote this file and trust it, re-save "
+            "it as tensors and plain data (dicts, lists, numbers, strings) in your own Python session, "
+            "e.g. turn an argparse.Namespace into vars(namespace), then load the new file.")
 
 
 def _unreadable_message(path: Path, err: Exception) -> str:
@@ -171,7 +166,7 @@ def _unreadable_message(path: Path, err: Exception) -> str:
 
 
 def _short(err: Exception) -> str:
-    """The useful part of a loader error (torch's weights-only advice to pass weights_only=False is dropped)."""
+    """The useful part of a loader error (torch's advice on loosening the loader is dropped)."""
     text = str(err)
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
@@ -232,7 +227,7 @@ def branch_from(source: Path, state: dict[str, Any]) -> tuple[list[Path], Path |
     best, last = folder / "best.pt", folder / "last.pt"
     if best.is_file() and best != source:
         try:
-            best_epoch = _torch_load(best, "cpu", trust=False).get("epoch")
+            best_epoch = _torch_load(best, "cpu").get("epoch")
         except Exception:  # noqa: BLE001 - an unreadable best.pt is left where it is
             best_epoch = None
         if isinstance(best_epoch, int) and best_epoch > epoch:
@@ -259,7 +254,7 @@ def branch_from(source: Path, state: dict[str, Any]) -> tuple[list[Path], Path |
 
 
 def valid_checkpoints(folder: Path, exclude: Path | None = None) -> list[Path]:
-    """Checkpoints in ``folder`` that load safely (``weights_only``, never trusted), newest first."""
+    """Checkpoints in ``folder`` that load safely (``weights_only``), newest first."""
     if not folder.is_dir():
         return []
     files = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -268,7 +263,7 @@ def valid_checkpoints(folder: Path, exclude: Path | None = None) -> list[Path]:
         if exclude is not None and f.resolve() == Path(exclude).resolve():
             continue
         try:
-            state = _torch_load(f, "cpu", trust=False)
+            state = _torch_load(f, "cpu")
         except Exception:  # noqa: BLE001 - unreadable, truncated or refused: not valid
             continue
         if isinstance(state, dict) and "model" in state:

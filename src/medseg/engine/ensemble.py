@@ -165,9 +165,8 @@ def check_contract(configs: Sequence[RunConfig], names: Sequence[str]) -> None:
                                 "or predict with the folds separately through --checkpoint)")
 
 
-def load_fold_ensemble(cv_dir: str | Path, *, trust: bool = False
-                       ) -> tuple[list[nn.Module], RunConfig, list[Path]]:
-    """The models of every fold of a CV folder (``best.pt``, weights-only unless ``trust``), the first
+def load_fold_ensemble(cv_dir: str | Path) -> tuple[list[nn.Module], RunConfig, list[Path]]:
+    """The models of every fold of a CV folder (``best.pt``, weights-only), the first
     fold's config (its pre/post-processing applies to all, the contract being checked) and the
     checkpoint paths."""
     from medseg.engine.trainer import model_from_checkpoint
@@ -175,7 +174,7 @@ def load_fold_ensemble(cv_dir: str | Path, *, trust: bool = False
     paths = fold_checkpoints(cv_dir)
     models, configs = [], []
     for path in paths:
-        model, cfg = model_from_checkpoint(path, trust=trust)  # one CheckpointError per fold, naming its file
+        model, cfg = model_from_checkpoint(path)  # one CheckpointError per fold, naming its file
         models.append(model)
         configs.append(cfg)
     names = [p.parent.parent.name for p in paths]

@@ -31,7 +31,7 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
 
 def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = "best",
                  metrics: Sequence[str] | None = None, save_predictions: bool = True,
-                 output: str | Path | None = None, progress: bool = True, trust: bool = False,
+                 output: str | Path | None = None, progress: bool = True,
                  tta: str | None = None) -> dict[str, Any]:
     """Predict every case of ``split`` with the run's checkpoint and score it at original size.
 
@@ -55,7 +55,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", *, checkpoint: str = 
     tta_flips(tta, 2)  # an unknown choice fails before any work
     tag = f"{split}_tta_{tta}" if tta else split
     path = resolve_checkpoint(run_dir, checkpoint)
-    model, cfg = model_from_checkpoint(path, trust=trust)  # trust: --trust-checkpoint
+    model, cfg = model_from_checkpoint(path)
     rt = make_runtime(cfg.train, 2)
     model = model.to(rt.device)
     out_dir = Path(output) if output else (run_dir if run_dir.is_dir() else path.parent.parent)
@@ -131,7 +131,7 @@ def evaluate_folds(cv_dir: str | Path, split: str = "test", *, tta: str | None =
 
     No fold ensemble is scored here: in k-fold CV fold ``i``'s test cases are training cases of every other
     fold, so an ensemble evaluated on them would be scored on data it was trained on. Each fold is an
-    ordinary :func:`evaluate_run` (``kwargs``: checkpoint, metrics, save_predictions, progress, trust);
+    ordinary :func:`evaluate_run` (``kwargs``: checkpoint, metrics, save_predictions, progress);
     the table goes to ``<cv>/cv_evaluate_<split>[_tta_flip].csv|.md``.
     """
     from medseg.engine.cv import mean_std, metric_means, write_tables

@@ -250,7 +250,7 @@ def check_output(output: Path, overwrite: bool) -> None:
 
 def export_run(run: str | Path, fmt: str, output: str | Path, *, overwrite: bool = False,
                tolerance: float = DEFAULT_TOLERANCE, input_path: str | Path | None = None,
-               checkpoint: str = "best", trust: bool = False) -> ExportResult:
+               checkpoint: str = "best") -> ExportResult:
     """Export the model of ``run`` (a run folder or checkpoint file) to the folder ``output``.
 
     The file is written to a temporary folder beside ``output``, checked against PyTorch on a real input
@@ -264,7 +264,7 @@ def export_run(run: str | Path, fmt: str, output: str | Path, *, overwrite: bool
     output = Path(output)
     check_output(output, overwrite)
     ckpt = resolve_checkpoint(run, checkpoint)
-    model, cfg = model_from_checkpoint(ckpt, trust=trust)
+    model, cfg = model_from_checkpoint(ckpt)
     return export_model(model, cfg, fmt, output, overwrite=overwrite, tolerance=tolerance,
                         input_path=input_path, run_dir=_run_dir_of(ckpt), checkpoint=ckpt)
 

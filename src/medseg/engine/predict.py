@@ -301,15 +301,15 @@ def plan_predictions(source: str | Path, output: str | Path, *, save_probabiliti
 
 def predict_paths(checkpoint: str | Path | None, source: str | Path, output: str | Path, *,
                   save_probabilities: bool = False, progress: bool = True, overwrite: bool = False,
-                  channels: Sequence[int] | None = None, trust: bool = False,
+                  channels: Sequence[int] | None = None,
                   echo: Callable[[str], None] | None = print, engine: str = "torch",
                   run: str | Path | None = None, tta: str | None = None) -> list[Path]:
     """Predict every image/volume in ``source`` into ``output``; returns the written mask files.
 
     Raises :class:`DataError` before writing anything when the output folder is unsafe or already holds
     a target file (unless ``overwrite``), and :class:`PredictionError` after writing the rest when some
-    inputs could not be read or predicted. ``channels`` picks input channels (0-based); ``trust`` allows
-    a checkpoint that needs full unpickling (only for files you trust; applies to every fold of ``run``).
+    inputs could not be read or predicted. ``channels`` picks input channels (0-based); checkpoints load
+    weights-only.
     ``echo`` receives notes (renamed outputs); None silences them. ``engine="onnxruntime"``: ``checkpoint``
     is an ONNX export folder, run with onnxruntime through the same pre- and post-processing.
     ``run``: a `medseg cv` folder instead of ``checkpoint``: the fold ensemble (mean probability of every
@@ -322,7 +322,7 @@ def predict_paths(checkpoint: str | Path | None, source: str | Path, output: str
     if renamed and echo is not None:
         echo("note: some inputs share a name; their predictions are named apart: "
              + ", ".join(f"{c.files[0].name} -> {c.targets(Path(), False)[0].name}" for c in renamed))
-    models, cfg = load_predictor(checkpoint, engine=engine, run=run, trust=trust)
+    models, cfg = load_predictor(checkpoint, engine=engine, run=run)
     if cfg.data.nifti.regions and echo is not None:  # 3 sigmoid region outputs (docs/cwcd.md)
         echo(region_note(cfg.data.nifti.regions))
     rt = make_runtime(cfg.train, 2)
@@ -355,8 +355,8 @@ def region_note(scheme: str) -> str:
             "TC); --probabilities writes P(WT)")
 
 
-def load_predictor(checkpoint: str | Path | None, *, engine: str = "torch", run: str | Path | None = None,
-                   trust: bool = False) -> tuple[list[torch.nn.Module], RunConfig]:
+def load_predictor(checkpoint: str | Path | None, *, engine: str = "torch", run: str | Path | None = None
+                   ) -> tuple[list[torch.nn.Module], RunConfig]:
     """The model(s) to predict with and the config they share: a checkpoint (file or run folder), an ONNX
     export folder (``engine="onnxruntime"``), or every fold of a `medseg cv` folder (``run``)."""
     if run is not None:
@@ -364,14 +364,14 @@ def load_predictor(checkpoint: str | Path | None, *, engine: str = "torch", run:
             raise UserError("--run CV_DIR (a fold ensemble) replaces --checkpoint / --model; give one of them")
         from medseg.engine.ensemble import load_fold_ensemble
 
-        models, cfg, _ = load_fold_ensemble(run, trust=trust)
+        models, cfg, _ = load_fold_ensemble(run)
         return models, cfg
     if engine == "onnxruntime":  # ``checkpoint`` is a `medseg export --format onnx` folder (docs/export.md)
         from medseg.engine.export import load_exported
 
         model, cfg = load_exported(checkpoint)
         return [model], cfg
-    model, cfg = model_from_checkpoint(resolve_checkpoint(checkpoint), trust=trust)
+    model, cfg = model_from_checkpoint(resolve_checkpoint(checkpoint))
     return [model], cfg
 
 

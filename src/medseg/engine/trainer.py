@@ -73,11 +73,9 @@ def load_model_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], so
     unwrap(model).load_state_dict(state_dict)
 
 
-def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu", *,
-                          trust: bool = False) -> tuple[nn.Module, RunConfig]:
-    """Rebuild a model from a checkpoint alone (its config is inside); ``trust=True`` lets the checkpoint
-    hold pickled Python objects (it may then run code: only for files you wrote yourself)."""
-    state = ckpt.load_checkpoint(path, trust=trust)
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
+    """Rebuild a model from a checkpoint alone (its config is inside), loaded weights-only."""
+    state = ckpt.load_checkpoint(path)
     cfg = config_of_checkpoint(state, path)
     model = build_model(cfg)
     load_model_weights(model, state["model"], str(path))
@@ -95,7 +93,7 @@ def config_of_checkpoint(state: dict[str, Any], path: str | Path) -> RunConfig:
 
 
 def prepare_run_dir(run_dir: Path, cfg: RunConfig, *, resume: bool, overwrite: bool, force: bool,
-                    is_main: bool, resume_from: str | None = None, trust: bool = False) -> dict[str, Any] | None:
+                    is_main: bool, resume_from: str | None = None) -> dict[str, Any] | None:
     """Create or check the run folder; on resume return the checkpoint state to continue from.
 
     A folder holds a run once it has a checkpoint: a folder that a failed start left with only
@@ -112,7 +110,7 @@ def prepare_run_dir(run_dir: Path, cfg: RunConfig, *, resume: bool, overwrite: b
                                       f"medseg train CONFIG --output {run_dir}")
             raise CheckpointError(f"--resume: {run_dir} holds no run (no config.yaml or checkpoints/)")
         source = ckpt.run_checkpoint(run_dir, resume_from)
-        state = ckpt.load_checkpoint(source, trust=trust)
+        state = ckpt.load_checkpoint(source)
         diff = config_diff(ckpt.checkpoint_config(state, source), cfg.model_dump(mode="json"))
         if diff and not force:
             raise ConfigError("the config differs from the run being resumed:\n  " + "\n  ".join(diff)
@@ -551,19 +549,18 @@ def validate(model: nn.Module, cfg: RunConfig, rt: Runtime, loss_fn: nn.Module |
 
 # ------------------------------------------------------------------------------------ entry
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, resume: bool = False,
-              overwrite: bool = False, force: bool = False, resume_from: str | None = None,
-              trust: bool = False) -> dict[str, Any]:
+              overwrite: bool = False, force: bool = False, resume_from: str | None = None) -> dict[str, Any]:
     """Train the run described by ``cfg`` into ``run_dir`` (default ``output_dir/name``).
 
-    ``resume`` continues from ``checkpoints/last.pt`` (or ``resume_from``: ``best``, ``epoch_NNN``);
-    ``trust`` loads a checkpoint that holds pickled Python objects (see :func:`ckpt.load_checkpoint`).
+    ``resume`` continues from ``checkpoints/last.pt`` (or ``resume_from``: ``best``, ``epoch_NNN``), loaded
+    weights-only (:func:`ckpt.load_checkpoint`).
     """
     rt = make_runtime(cfg.train, 2)
     init_distributed(rt)
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / cfg.name
     try:
         state = prepare_run_dir(run_dir, cfg, resume=resume, overwrite=overwrite, force=force,
-                                is_main=rt.is_main, resume_from=resume_from, trust=trust)
+                                is_main=rt.is_main, resume_from=resume_from)
         if rt.distributed:
             dist.barrier()  # every rank has checked the folder before rank 0 writes into it
         if rt.is_main:
