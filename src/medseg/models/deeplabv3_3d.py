@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.models import register_model
-from medseg.models._input3d import check_volume
+from medseg.models._inputs import check_volume
 
 NORMS = {"batch": "BATCH", "instance": "INSTANCE"}
 

@@ -122,8 +122,9 @@ class DynamicUNet(nn.Module):
     @property
     def deep_supervision_weights(self) -> list[float]:
         """nnU-Net's weights for ``[out, *aux]``: ``1/2**i``, normalised to sum 1."""
-        raw = [0.5 ** i for i in range(len(self.heads))]
-        return [r / sum(raw) for r in raw]
+        from medseg.losses.deep_supervision import nnunet_weights
+
+        return nnunet_weights(len(self.heads))
 
     def check_input(self, x: torch.Tensor) -> None:
         spatial = list(x.shape[2:])

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medseg.models import register_model
-from medseg.models._input3d import check_divisible
+from medseg.models._inputs import check_divisible
 from medseg.modules.encoders import timm_encoder
 from medseg.modules.ife import IFESpec, build_ife
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from medseg.models import register_model
-from medseg.models._input3d import check_volume
+from medseg.models._inputs import check_volume
 
 
 class VNet3D(nn.Module):
