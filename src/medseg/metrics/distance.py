@@ -4,14 +4,21 @@ Surfaces are the voxels of an object that touch the background through a face (t
 erosion by the connectivity-1 cross, with the outside of the image as background), as in medpy. The
 pass works inside the bounding box of prediction ∪ GT plus a 1-voxel margin: every surface voxel lies
 in it and Euclidean distances do not depend on the crop, so the result is exact. Distances are exact
-Euclidean distance transforms (``scipy.ndimage.distance_transform_edt`` with ``sampling=spacing``; for
-2-D isotropic images OpenCV's exact ``DIST_MASK_PRECISE`` transform, whose squared distances are
-integers and are recovered exactly before the square root; for volumes with two equal spacings, the
-usual scan geometry, OpenCV's 2-D transform per slice combined across slices only at the surface
-voxels, see ``_stacked_distances``, about 9x faster than the 3-D transform on a liver-sized organ).
+Euclidean distances:
+
+- 2-D isotropic images: OpenCV's exact ``DIST_MASK_PRECISE`` transform, whose squared distances are
+  integers and are recovered exactly before the square root;
+- volumes with two equal spacings (the usual scan geometry): a per-slice scan at the surface voxels
+  only (``_slice_scan``): OpenCV's cheap 5x5 chamfer transform per slice bounds each squared in-plane
+  distance to a short integer interval, a search over grid offsets of that length makes it exact, and
+  slices are combined only where they can be nearer. On a liver-sized organ the whole pass is about 2x
+  faster than with exact per-slice transforms on whole crops, which were about 9x faster than a 3-D
+  transform;
+- anything else: ``scipy.ndimage.distance_transform_edt`` with ``sampling=spacing``.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -48,27 +55,27 @@ class SurfaceDistances:
 def bounding_box(mask: np.ndarray) -> list[tuple[int, int]] | None:
     """``[(start, stop), ...]`` per axis of the non-zero voxels of a boolean mask, or None if empty.
 
-    The first axis is found on a ``uint64`` view of the flattened rows (8 voxels per test), the other
-    axes on the (small) slab between the first and last non-empty rows.
+    The first axis is found on a ``uint64`` view of the flattened rows (8 voxels per test); the other
+    axes on the OR of the rows between the first and last non-empty one (one pass over that slab, again
+    8 voxels per operation), recursively.
     """
     if mask.ndim == 1:
         nz = np.flatnonzero(mask)
         return [(int(nz[0]), int(nz[-1]) + 1)] if nz.size else None
     rows = mask.reshape(mask.shape[0], -1)
-    if rows.shape[1] % 8 == 0 and rows.flags.c_contiguous:
-        occupied = rows.view(np.uint64).any(axis=1)
-    else:
-        occupied = rows.any(axis=1)
+    packed = rows.shape[1] % 8 == 0 and rows.flags.c_contiguous
+    occupied = rows.view(np.uint64).any(axis=1) if packed else rows.any(axis=1)
     nz = np.flatnonzero(occupied)
     if nz.size == 0:
         return None
-    box = [(int(nz[0]), int(nz[-1]) + 1)]
-    slab = mask[box[0][0]:box[0][1]]
-    for axis in range(1, mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        nz = np.flatnonzero(slab.any(axis=other))
-        box.append((int(nz[0]), int(nz[-1]) + 1))
-    return box
+    slab = rows[nz[0]:nz[-1] + 1]
+    if packed:
+        projection = np.bitwise_or.reduce(slab.view(np.uint64), axis=0).view(bool)
+    else:
+        projection = slab.any(axis=0)
+    rest = bounding_box(projection.reshape(mask.shape[1:]))
+    assert rest is not None  # the slab holds a voxel
+    return [(int(nz[0]), int(nz[-1]) + 1), *rest]
 
 
 def union_box(a: list[tuple[int, int]] | None, b: list[tuple[int, int]] | None, shape: Sequence[int],
@@ -83,22 +90,26 @@ def union_box(a: list[tuple[int, int]] | None, b: list[tuple[int, int]] | None, 
 
 # ---------------------------------------------------------------------------------------- surfaces
 def surface(mask: np.ndarray) -> np.ndarray:
-    """Surface voxels: ``mask & ~erode(mask, cross)`` with the outside as background (medpy's border)."""
+    """Surface voxels: ``mask & ~erode(mask, cross)`` with the outside as background (medpy's border).
+
+    The result is C-contiguous in the axis order of ``mask`` (a transposed view is laid out anew).
+    """
     if mask.ndim == 2:
         import cv2
 
         m = np.ascontiguousarray(mask).view(np.uint8)
         inner = cv2.erode(m, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         return (m & (inner ^ 1)).view(bool)
-    padded = np.pad(mask, 1)
-    inner = mask.copy()
-    center = tuple(slice(1, -1) for _ in range(mask.ndim))
-    for axis in range(mask.ndim):
-        for shift in (slice(0, -2), slice(2, None)):
-            view = list(center)
-            view[axis] = shift
-            inner &= padded[tuple(view)]
-    return mask & ~inner
+    m = np.ascontiguousarray(mask)
+    inner = m.copy()
+    for axis in range(m.ndim):
+        head = tuple(slice(0, -1) if a == axis else slice(None) for a in range(m.ndim))
+        tail = tuple(slice(1, None) if a == axis else slice(None) for a in range(m.ndim))
+        inner[tail] &= m[head]
+        inner[head] &= m[tail]
+        for end in (0, -1):  # the outside of the image is background
+            inner[tuple(end if a == axis else slice(None) for a in range(m.ndim))] = False
+    return m & ~inner
 
 
 _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=np.uint8)
@@ -116,11 +127,16 @@ def _distances_at(border: np.ndarray, at: np.ndarray, spacing: np.ndarray) -> np
             return dist * spacing[0] if spacing[0] != 1 else dist
     if border.ndim == 3:
         stack = _stack_axis(spacing)
-        if stack is not None and max(border.shape[a] for a in range(3) if a != stack) ** 2 * 2 < _CV2_MAX_SQ:
+        if stack is not None and _fits_opencv(border.shape, stack):
             return _stacked_distances(border, at, spacing, stack)
     from scipy.ndimage import distance_transform_edt
 
     return distance_transform_edt(~border, sampling=spacing)[at]
+
+
+def _fits_opencv(shape: Sequence[int], stack: int) -> bool:
+    """Whether every in-plane squared distance of a slice stays exactly invertible from float32."""
+    return max(shape[a] for a in range(3) if a != stack) ** 2 * 2 < _CV2_MAX_SQ
 
 
 def _stack_axis(spacing: np.ndarray) -> int | None:
@@ -132,47 +148,241 @@ def _stack_axis(spacing: np.ndarray) -> int | None:
     return None
 
 
+def _slice_boxes(z: np.ndarray, y: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+    """Per slice ``z`` in ``range(n)``: ``[y0, y1, x0, x1]`` of the points ``(y, x)`` on it (empty: y0 > y1)."""
+    box = np.empty((n, 4), dtype=np.int64)
+    box[:, 0::2] = np.iinfo(np.int64).max
+    box[:, 1::2] = -1
+    for column, values in ((0, y), (2, x)):
+        np.minimum.at(box[:, column], z, values)
+        np.maximum.at(box[:, column + 1], z, values + 1)
+    return box
+
+
+def _grow(box: np.ndarray, other: np.ndarray) -> None:
+    """``box`` := the union of the boxes ``box`` and ``other`` (row by row, in place)."""
+    np.minimum(box[:, 0::2], other[:, 0::2], out=box[:, 0::2])
+    np.maximum(box[:, 1::2], other[:, 1::2], out=box[:, 1::2])
+
+
 def _stacked_distances(border: np.ndarray, at: np.ndarray, spacing: np.ndarray, stack: int) -> np.ndarray:
     """Exact 3-D distances from the voxels of ``at`` to ``border`` when two axes share a spacing.
 
-    Per slice across the ``stack`` axis, OpenCV's exact 2-D transform gives the squared in-plane distance
-    ``k`` (an integer, recovered exactly from float32) to the slice's border voxels; the 3-D squared
-    distance of a voxel is ``min_dz k(z + dz)·s² + (dz·s_z)²``, scanned over dz = 0, ±1, ±2 ... only at
-    the voxels of ``at`` and only until ``(dz·s_z)²`` passes the best value found (no further slice can
-    be nearer). The same minimum as the 3-D transform, at a fraction of its cost (no full 3-D pass).
+    The masks' voxels go to :func:`_slice_scan` as points; distances come in the order of ``np.nonzero(at)``.
     """
-    import cv2
-
     plane = [a for a in range(3) if a != stack]
-    s_in2 = float(spacing[plane[0]]) ** 2
-    s_z = float(spacing[stack])
-    src = np.ascontiguousarray(np.moveaxis(border, stack, 0))
-    n = src.shape[0]
-    occupied = src.reshape(n, -1).any(axis=1)
-    planes = np.empty(src.shape, dtype=np.float32)
-    inv = (src ^ True).view(np.uint8)
-    for z in np.flatnonzero(occupied):
-        planes[z] = cv2.distanceTransform(inv[z], cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    planes[~occupied] = np.inf
-    coords = np.nonzero(at)  # the order of ``transform[at]``
-    zs, ys, xs = coords[stack], coords[plane[0]], coords[plane[1]]
+    shape = (border.shape[stack], border.shape[plane[0]], border.shape[plane[1]])
+    return _slice_scan(_points(border, stack), _points(at, stack), shape, float(spacing[stack]),
+                       float(spacing[plane[0]]))
 
-    def squared(z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        d = planes[z, y, x].astype(np.float64)
-        return np.rint(d * d) * s_in2  # inf stays inf
 
-    best = squared(zs, ys, xs)
-    pending = np.arange(zs.size)
-    dz = 1
-    while pending.size and dz < n:
+def _points(mask: np.ndarray, stack: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(z, y, x)`` of the voxels of ``mask`` in the order of ``np.nonzero``, ``z`` along ``stack``."""
+    coords = np.unravel_index(np.flatnonzero(mask), mask.shape)
+    plane = [a for a in range(3) if a != stack]
+    return coords[stack], coords[plane[0]], coords[plane[1]]
+
+
+# OpenCV's 5x5 chamfer mask for DIST_L2, in its 16-bit fixed point: moves (1,0), (1,1), (2,1) cost a, b, c.
+_CHAMFER_A, _CHAMFER_B, _CHAMFER_C = 1.0, 91750 / 65536, 143976 / 65536
+# The chamfer length of a grid vector over its Euclidean length lies in [_CHAMFER_LOW, _CHAMFER_HIGH]: the
+# extremes of the chamfer norm's unit ball, at (2,1) for the low end and, for the high end, at t = c − 2a
+# in the (1,0)-(2,1) sector, where (a + (c − 2a)·t) / sqrt(1 + t²) peaks (the (2,1)-(1,1) sector stays below 1).
+_CHAMFER_LOW = _CHAMFER_C / 5 ** 0.5  # 0.98248
+_CHAMFER_HIGH = (1 + (_CHAMFER_C - 2 * _CHAMFER_A) ** 2) ** 0.5  # 1.01920
+_FLOAT32_SLACK = 4e-6  # the float32 output of OpenCV's exact fixed-point sum, with room to spare
+_SEARCH_MARGIN = 24  # voxels: in-plane distances up to this are found by the offset search, longer ones exactly by OpenCV
+
+
+@functools.lru_cache(maxsize=4)
+def _offsets_by_length(k_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Grid offsets ``(dy, dx)`` with ``k = dy² + dx² <= k_max`` sorted by ``k``, and per ``k`` in
+    ``0 .. k_max + 1`` the position of the first offset at least that long."""
+    r = int(np.sqrt(k_max)) + 1
+    dy, dx = (a.ravel() for a in np.mgrid[-r:r + 1, -r:r + 1])
+    k = dy * dy + dx * dx
+    order = np.argsort(k, kind="stable")
+    order = order[k[order] <= k_max]
+    first = np.searchsorted(k[order], np.arange(k_max + 2), side="left")
+    return k[order], dy[order], dx[order], first
+
+
+class _SlicedSites:
+    """The sites of a slice-stacked grid ``(n, h, w)``, with what :func:`_slice_scan` reads per slice.
+
+    Each slice's chamfer transform runs on a window only: the bounding box of that slice's sites (so the
+    window's transform equals the whole slice's there), grown by the queries of the slice and of the two
+    slices on each side.
+    """
+
+    def __init__(self, sites: tuple[np.ndarray, ...], queries: tuple[np.ndarray, ...], shape: tuple[int, int, int]):
+        import cv2
+
+        self.n, self.h, self.w = n, h, w = shape
+        self.z, self.y, self.x = bz, by, bx = sites
+        m = _SEARCH_MARGIN
+        self.padded = np.ones((n, h + 2 * m, w + 2 * m), dtype=np.uint8)  # 0 at the sites, framed by m voxels
+        self.padded[bz, by + m, bx + m] = 0
+        self.inv = self.padded[:, m:m + h, m:m + w]
+        self.per_slice = np.bincount(bz, minlength=n)
+        self.occupied = self.per_slice > 0
+        self.site_box = _slice_boxes(bz, by, bx, n)
+        self.window = self.site_box.copy()
+        query_box = _slice_boxes(*queries, n)
+        for dz in range(-2, 3):
+            shifted = np.empty_like(query_box)
+            shifted[:, 0::2], shifted[:, 1::2] = np.iinfo(np.int64).max, -1
+            shifted[max(dz, 0):n + min(dz, 0)] = query_box[max(-dz, 0):n - max(dz, 0)]
+            _grow(self.window, shifted)
+        self.window[~self.occupied] = 0  # no site: nothing to transform, every value is +inf
+        self.chamfer = np.empty(shape, dtype=np.float32)
+        for z in np.flatnonzero(self.occupied):
+            y0, y1, x0, x1 = self.window[z]
+            self.chamfer[z, y0:y1, x0:x1] = cv2.distanceTransform(self.inv[z, y0:y1, x0:x1], cv2.DIST_L2,
+                                                                  cv2.DIST_MASK_5)
+        self._by_slice: np.ndarray | None = None
+
+    def in_window(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        box = self.window[z]
+        return (y >= box[:, 0]) & (y < box[:, 1]) & (x >= box[:, 2]) & (x < box[:, 3])
+
+    def bounds(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The integer interval ``[low, high]`` of the squared in-plane distance ``k`` at window points,
+        from the chamfer value ``c`` there: ``ceil((c/H)²) <= k <= floor((c/L)²)``."""
+        c = self.chamfer.reshape(-1)[(z * self.h + y) * self.w + x].astype(np.float64)
+        c *= c
+        return (np.ceil(c * ((1 - _FLOAT32_SLACK) / _CHAMFER_HIGH ** 2)),
+                np.floor(c * ((1 + _FLOAT32_SLACK) / _CHAMFER_LOW ** 2)))
+
+    def box_bound(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """A lower bound of ``k``: the squared distance from ``(y, x)`` to the box of slice ``z``'s sites."""
+        sb = self.site_box[z]
+        gy = np.maximum(sb[:, 0] - y, 0) + np.maximum(y - sb[:, 1] + 1, 0)
+        gx = np.maximum(sb[:, 2] - x, 0) + np.maximum(x - sb[:, 3] + 1, 0)
+        return gy * gy + gx * gx
+
+    def brute_force(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Exact ``k`` against every site of the slice (for the few points read outside the windows)."""
+        if self._by_slice is None:
+            small = np.uint16 if self.n < 2 ** 16 else np.int64  # 16-bit keys: NumPy sorts them by radix
+            self._by_slice = np.argsort(self.z.astype(small), kind="stable")
+            self._first = np.concatenate([[0], np.cumsum(self.per_slice)])
+        out = np.empty(z.size, dtype=np.int64)
+        for s in np.unique(z):
+            on_s = np.flatnonzero(z == s)
+            on = self._by_slice[self._first[s]:self._first[s + 1]]
+            sy, sx = self.y[on], self.x[on]
+            step = max(1, 4_000_000 // sy.size)
+            for i in range(0, on_s.size, step):
+                part = on_s[i:i + step]
+                dy, dx = y[part, None] - sy[None], x[part, None] - sx[None]
+                out[part] = (dy * dy + dx * dx).min(axis=1)
+        return out
+
+    def exact(self, z: np.ndarray, y: np.ndarray, x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        """Exact ``k`` at window points known to lie in ``[low, high]``.
+
+        An interval of one integer is the answer. Up to ``_SEARCH_MARGIN``² the grid offsets of the interval
+        are tried in increasing length and the first that lands on a site gives ``k``; the margin around each
+        slice keeps every such offset in its slice, so no bounds test is needed. Longer distances (a far
+        false blob, say) come from OpenCV's exact Euclidean transform of the slice's window.
+        """
+        k = low.astype(np.int64)
+        k_high = high.astype(np.int64)
+        search = np.flatnonzero((k < k_high) & (k_high <= _SEARCH_MARGIN ** 2))
+        k[search] = self._search(z[search], y[search], x[search], k[search], k_high[search])
+        far = np.flatnonzero((k < k_high) & (k_high > _SEARCH_MARGIN ** 2))
+        k[far] = self._precise(z[far], y[far], x[far])
+        return k
+
+    def _search(self, z: np.ndarray, y: np.ndarray, x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        m = _SEARCH_MARGIN
+        _, hp, wp = self.padded.shape
+        flat = self.padded.reshape(-1)
+        ks, dys, dxs, first = _offsets_by_length(m * m)
+        steps = dys * wp + dxs
+        k = np.full(z.size, -1, dtype=np.int64)
+        todo = np.arange(z.size)
+        position, stop = first[low], first[high + 1]
+        base = (z * hp + y + m) * wp + x + m
+        while todo.size:
+            if (position >= stop).any():  # cannot happen: the bounds hold for OpenCV's exact chamfer values
+                raise AssertionError("a chamfer bound of the surface-distance search did not hold")
+            hit = flat[base + steps[position]] == 0
+            k[todo[hit]] = ks[position[hit]]
+            miss = ~hit
+            todo, position, stop, base = todo[miss], position[miss] + 1, stop[miss], base[miss]
+        return k
+
+    def _precise(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        import cv2
+
+        out = np.empty(z.size, dtype=np.int64)
+        for s in np.unique(z):
+            on_s = np.flatnonzero(z == s)
+            y0, y1, x0, x1 = self.window[s]
+            d = cv2.distanceTransform(self.inv[s, y0:y1, x0:x1], cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            d = d[y[on_s] - y0, x[on_s] - x0].astype(np.float64)
+            out[on_s] = np.rint(d * d)  # exact integers: windows pass _fits_opencv
+        return out
+
+
+def _slice_scan(sites: tuple[np.ndarray, ...], queries: tuple[np.ndarray, ...], shape: tuple[int, int, int],
+                s_z: float, s_in: float) -> np.ndarray:
+    """Exact distances from the ``queries`` to the nearest of the ``sites`` (points ``(z, y, x)`` on a grid
+    ``shape``, spacing ``s_z`` between slices and ``s_in`` within them), in the order of ``queries``.
+
+    The 3-D squared distance of a query is ``min_dz k(z + dz)·s_in² + (dz·s_z)²`` with ``k`` the squared
+    in-plane distance (voxels², an integer) to the sites of slice ``z + dz``; a slice with ``(dz·s_z)²``
+    at or above the best value found cannot be nearer, so few are visited.
+
+    ``k`` comes in two steps. Per slice, OpenCV's 5x5 chamfer transform (Borgefors, 1986: its two raster
+    scans give the exact chamfer distance ``c``, at a third of the cost of the exact Euclidean transform)
+    bounds it: ``(c/H)² <= k <= (c/L)²``, with ``L = 0.98248`` and ``H = 1.01920`` the extreme ratios of
+    the chamfer and Euclidean lengths of a grid vector. Candidate slices whose lower bound cannot beat
+    the best upper bound are dropped; the rest are made exact by :meth:`_SlicedSites.exact`. A point read
+    outside its slice's window is bounded by its distance to the slice's site box, which rules out most;
+    the rest are measured against the slice's sites directly. Every value is exact.
+    """
+    grid = _SlicedSites(sites, queries, shape)
+    n = grid.n
+    qz, qy, qx = queries
+    s_in2 = s_in * s_in
+    own = np.flatnonzero(grid.occupied[qz])
+    low, high = grid.bounds(qz[own], qy[own], qx[own])
+    best_high = np.full(qz.size, np.inf)  # an upper bound of each query's squared distance
+    best_high[own] = high * s_in2
+    found = [(own, qz[own], low, high, np.zeros(own.size))]  # (query, slice, low, high, (dz·s_z)²)
+    pending = np.arange(qz.size)  # a query on a slice without sites is scanned too
+    for dz in range(1, n):
         reach = (dz * s_z) ** 2
-        pending = pending[best[pending] > reach]
-        for z2 in (zs[pending] - dz, zs[pending] + dz):
+        pending = pending[best_high[pending] > reach]
+        if not pending.size:
+            break
+        for z2 in (qz[pending] - dz, qz[pending] + dz):
             ok = (z2 >= 0) & (z2 < n)
-            idx = pending[ok]
-            if idx.size:
-                best[idx] = np.minimum(best[idx], squared(z2[ok], ys[idx], xs[idx]) + reach)
-        dz += 1
+            idx, z2 = pending[ok], z2[ok]
+            inside = grid.in_window(z2, qy[idx], qx[idx])
+            read, z_read = idx[inside], z2[inside]
+            low, high = grid.bounds(z_read, qy[read], qx[read])
+            useful = low * s_in2 + reach <= best_high[read]
+            read, z_read, low, high = read[useful], z_read[useful], low[useful], high[useful]
+            best_high[read] = np.minimum(best_high[read], high * s_in2 + reach)
+            found.append((read, z_read, low, high, np.full(read.size, reach)))
+            if not inside.all():
+                out, z_out = idx[~inside], z2[~inside]
+                near = grid.occupied[z_out] & (
+                    grid.box_bound(z_out, qy[out], qx[out]) * s_in2 + reach < best_high[out])
+                out, z_out = out[near], z_out[near]
+                k = grid.brute_force(z_out, qy[out], qx[out]).astype(np.float64)
+                best_high[out] = np.minimum(best_high[out], k * s_in2 + reach)
+                found.append((out, z_out, k, k, np.full(out.size, reach)))
+    q, zc, low, high, reach_c = (np.concatenate(parts) for parts in zip(*found))
+    keep = low * s_in2 + reach_c <= best_high[q]  # the others cannot be the nearest
+    q, zc, low, high, reach_c = q[keep], zc[keep], low[keep], high[keep], reach_c[keep]
+    k = grid.exact(zc, qy[q], qx[q], low, high)
+    best = np.full(qz.size, np.inf)
+    np.minimum.at(best, q, k * s_in2 + reach_c)
     return np.sqrt(best)
 
 
@@ -195,6 +405,13 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]
         return SurfaceDistances(empty, empty, box_p is None, box_g is None, diag)
     crop = union_box(box_p, box_g, pred.shape, margin=1)
     border_p, border_g = surface(pred[crop]), surface(gt[crop])
+    if border_p.ndim == 3 and (stack := _stack_axis(sp)) is not None and _fits_opencv(border_p.shape, stack):
+        plane = [a for a in range(3) if a != stack]
+        shape = (border_p.shape[stack], border_p.shape[plane[0]], border_p.shape[plane[1]])
+        points_p, points_g = _points(border_p, stack), _points(border_g, stack)  # shared by both directions
+        s_z, s_in = float(sp[stack]), float(sp[plane[0]])
+        return SurfaceDistances(_slice_scan(points_g, points_p, shape, s_z, s_in),
+                                _slice_scan(points_p, points_g, shape, s_z, s_in), False, False, diag)
     return SurfaceDistances(_distances_at(border_g, border_p, sp), _distances_at(border_p, border_g, sp),
                             False, False, diag)
 

@@ -1,0 +1,144 @@
+"""The 3-D surface-distance scan (``distance._slice_scan``), each of its paths on the sizes that select it.
+
+Oracles: SciPy's exact Euclidean distance transform for the chamfer bounds, a KD-tree over the sites for
+the scan, medpy for the whole metric on a liver-sized organ. Spies check that each case takes the path
+it is named after, so a case cannot silently drift onto another path.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import cv2
+import numpy as np
+import pytest
+from medpy.metric import binary as mb
+from scipy.ndimage import distance_transform_edt
+from scipy.spatial import cKDTree
+
+from medseg.metrics import MetricSuite, distance
+
+
+def _site_images(rng: np.random.Generator) -> list[np.ndarray]:
+    """uint8 images, 0 at the sites: a few points, scattered points, thin rings, lines (every direction)."""
+    out = []
+    for t in range(160):
+        h, w = (int(v) for v in rng.integers(2, 260, 2))
+        img = np.ones((h, w), np.uint8)
+        kind = t % 4
+        if kind == 0:
+            img.reshape(-1)[rng.integers(0, h * w, int(rng.integers(1, 5)))] = 0
+        elif kind == 1:
+            img.reshape(-1)[rng.integers(0, h * w, max(1, h * w // int(rng.integers(2, 3000))))] = 0
+        elif kind == 2:
+            yy, xx = np.ogrid[:h, :w]
+            r = np.hypot(yy - rng.uniform(0, h), (xx - rng.uniform(0, w)) * rng.uniform(0.3, 3))
+            img[np.abs(r - rng.uniform(1, max(h, w))) < rng.uniform(0.3, 2)] = 0
+            img[0, 0] = 0  # never empty
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                p0 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+                cv2.line(img, p0, (int(rng.integers(0, w)), int(rng.integers(0, h))), 0, 1)
+        out.append(img)
+    return out
+
+
+def test_chamfer_bounds_hold_against_scipy_edt() -> None:
+    """``ceil((c/H)²) <= k <= floor((c/L)²)`` for OpenCV's 5x5 chamfer value ``c`` at every pixel."""
+    rng = np.random.default_rng(31)
+    low_f = (1 - distance._FLOAT32_SLACK) / distance._CHAMFER_HIGH ** 2
+    high_f = (1 + distance._FLOAT32_SLACK) / distance._CHAMFER_LOW ** 2
+    single = total = 0
+    for img in _site_images(rng):
+        c = cv2.distanceTransform(img, cv2.DIST_L2, cv2.DIST_MASK_5).astype(np.float64)
+        k = np.rint(distance_transform_edt(img) ** 2)
+        low, high = np.ceil(c * c * low_f), np.floor(c * c * high_f)
+        assert (low <= k).all() and (k <= high).all(), img.shape
+        single += int((low == high).sum())
+        total += k.size
+    assert 0 < single < total  # both the one-integer answers and the searched intervals occur
+    assert distance._CHAMFER_LOW == pytest.approx(0.98248, abs=1e-5)
+    assert distance._CHAMFER_HIGH == pytest.approx(1.01920, abs=1e-5)
+
+
+@pytest.fixture
+def paths(monkeypatch: pytest.MonkeyPatch) -> Counter:
+    """Counts of the points that went through each exact path of ``_SlicedSites``."""
+    seen: Counter = Counter()
+    for name in ("_search", "_precise", "brute_force"):
+        original = getattr(distance._SlicedSites, name)
+
+        def spy(self, z, *args, _original=original, _name=name):
+            seen[_name] += int(np.asarray(z).size)
+            return _original(self, z, *args)
+
+        monkeypatch.setattr(distance._SlicedSites, name, spy)
+    return seen
+
+
+def _kd_oracle(sites: np.ndarray, queries: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    return cKDTree(np.argwhere(sites) * spacing).query(np.argwhere(queries) * spacing)[0]
+
+
+def _scan(sites: np.ndarray, queries: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    return distance._stacked_distances(sites, queries, spacing, 0)
+
+
+def test_scan_searches_offsets_on_a_liver_sized_organ(paths: Counter) -> None:
+    """Most points: the one-integer interval or the offset search (distances within the margin)."""
+    zz, yy, xx = np.ogrid[:40, :120, :110]
+    gt = ((zz - 20) / 16) ** 2 + ((yy - 60) / 50) ** 2 + ((xx - 55) / 45) ** 2 <= 1
+    pred = ((zz - 21) / 15) ** 2 + ((yy - 57) / 52) ** 2 + ((xx - 58) / 44) ** 2 + 0.1 * np.sin(yy / 4.0) <= 1
+    sp = np.array([2.5, 0.8, 0.8])
+    border_g, border_p = distance.surface(gt), distance.surface(pred)
+    np.testing.assert_allclose(_scan(border_g, border_p, sp), _kd_oracle(border_g, border_p, sp), rtol=1e-13)
+    np.testing.assert_allclose(_scan(border_p, border_g, sp), _kd_oracle(border_p, border_g, sp), rtol=1e-13)
+    assert paths["_search"] > 1000 and paths["_precise"] == 0
+
+
+def test_scan_reads_outside_the_windows_by_brute_force(paths: Counter) -> None:
+    """Queries far away in z from a small site cluster read slices outside those slices' windows."""
+    rng = np.random.default_rng(32)
+    sites = np.zeros((30, 40, 40), bool)
+    sites[14:16, 18:22, 18:22] = True  # sites on two slices only
+    queries = np.zeros_like(sites)
+    queries[rng.integers(0, 30, 300), rng.integers(0, 40, 300), rng.integers(0, 40, 300)] = True
+    sp = np.array([0.7, 1.0, 1.0])  # thin slices: the nearest site is often many slices away
+    np.testing.assert_allclose(_scan(sites, queries, sp), _kd_oracle(sites, queries, sp), rtol=1e-13)
+    assert paths["brute_force"] > 0
+
+
+def test_scan_uses_the_exact_transform_beyond_the_search_margin(paths: Counter) -> None:
+    """In-plane distances longer than the margin (a far false blob) come from OpenCV's exact transform."""
+    sites = np.zeros((6, 120, 130), bool)
+    sites[2:4, 5:8, 5:8] = True
+    sites[2:4, 110:113, 120:123] = True
+    queries = np.zeros_like(sites)
+    queries[2:4, 40:80:3, 30:100:7] = True  # 30-90 voxels from either site block
+    queries[2, 6, 9] = True  # and one within the margin
+    sp = np.array([3.0, 0.6, 0.6])
+    np.testing.assert_allclose(_scan(sites, queries, sp), _kd_oracle(sites, queries, sp), rtol=1e-13)
+    assert paths["_precise"] > 0
+
+
+def test_scan_reaches_queries_on_slices_without_sites() -> None:
+    sites = np.zeros((9, 12, 12), bool)
+    sites[0, 3, 3] = True
+    sites[8, 8, 9] = True
+    queries = np.zeros_like(sites)
+    queries[3:6, 2:10, 4] = True  # slices 1-7 hold no site
+    sp = np.array([1.5, 0.5, 0.5])
+    np.testing.assert_allclose(_scan(sites, queries, sp), _kd_oracle(sites, queries, sp), rtol=1e-13)
+
+
+def test_liver_sized_organ_matches_medpy(paths: Counter) -> None:
+    """The whole metric, through the suite, on a 10 %-of-volume organ with a false blob, against medpy."""
+    zz, yy, xx = np.ogrid[:96, :100, :48]
+    gt = ((zz - 48) / 40) ** 2 + ((yy - 50) / 38) ** 2 + ((xx - 24) / 20) ** 2 <= 1
+    pred = ((zz - 50) / 41) ** 2 + ((yy - 48) / 36) ** 2 + ((xx - 25) / 19) ** 2 + 0.12 * np.cos(zz / 5.0) <= 1
+    pred[85:90, 5:9, 40:42] = True
+    spacing = (0.8, 0.8, 2.5)
+    ours = MetricSuite(["hd", "hd95", "assd"])(pred, gt, spacing=spacing).values
+    assert ours["hd"] == pytest.approx(mb.hd(pred, gt, voxelspacing=spacing), rel=1e-12)
+    assert ours["hd95"] == pytest.approx(mb.hd95(pred, gt, voxelspacing=spacing), rel=1e-12)
+    assert ours["assd"] == pytest.approx(mb.assd(pred, gt, voxelspacing=spacing), rel=1e-12)
+    assert paths["_search"] > 0
