@@ -64,7 +64,7 @@ def test_chamfer_bounds_hold_against_scipy_edt() -> None:
 def paths(monkeypatch: pytest.MonkeyPatch) -> Counter:
     """Counts of the points that went through each exact path of ``_SlicedSites``."""
     seen: Counter = Counter()
-    for name in ("_search", "_precise", "brute_force"):
+    for name in ("_search", "_precise", "grow"):
         original = getattr(distance._SlicedSites, name)
 
         def spy(self, z, *args, _original=original, _name=name):
@@ -95,16 +95,33 @@ def test_scan_searches_offsets_on_a_liver_sized_organ(paths: Counter) -> None:
     assert paths["_search"] > 1000 and paths["_precise"] == 0
 
 
-def test_scan_reads_outside_the_windows_by_brute_force(paths: Counter) -> None:
-    """Queries far away in z from a small site cluster read slices outside those slices' windows."""
+def test_scan_grows_windows_for_reads_outside_them(paths: Counter) -> None:
+    """Queries many slices away from a small site cluster, off to the side in-plane: the site slices'
+    windows do not hold them, so their reads there must grow those windows."""
     rng = np.random.default_rng(32)
     sites = np.zeros((30, 40, 40), bool)
     sites[14:16, 18:22, 18:22] = True  # sites on two slices only
     queries = np.zeros_like(sites)
-    queries[rng.integers(0, 30, 300), rng.integers(0, 40, 300), rng.integers(0, 40, 300)] = True
-    sp = np.array([0.7, 1.0, 1.0])  # thin slices: the nearest site is often many slices away
+    for z0 in (0, 25):
+        queries[z0 + rng.integers(0, 5, 80), rng.integers(0, 6, 80), 30 + rng.integers(0, 10, 80)] = True
+    sp = np.array([0.7, 1.0, 1.0])  # thin slices: the nearest site is many slices away
     np.testing.assert_allclose(_scan(sites, queries, sp), _kd_oracle(sites, queries, sp), rtol=1e-13)
-    assert paths["brute_force"] > 0
+    assert paths["grow"] > 0
+
+
+def test_site_box_bound_keeps_a_read_that_is_nearer() -> None:
+    """Hand-worked: the site box bound must not prune a read that wins by a little.
+
+    Query at (z, y, x) = (16, 15, 5), unit spacing. Site A at (10, 5, 5): 6² + 10² = 136, read on slice 10
+    outside its window (which holds only A), box bound exactly 10² + 6² = 136. Site B on the query's own
+    slice at (16, 15, 17): 12² = 144, whose chamfer upper bound is 149. The answer is sqrt(136).
+    """
+    sites = np.zeros((20, 20, 20), bool)
+    sites[10, 5, 5] = True
+    sites[16, 15, 17] = True
+    queries = np.zeros_like(sites)
+    queries[16, 15, 5] = True
+    assert _scan(sites, queries, np.ones(3)) == pytest.approx([np.sqrt(136)], rel=1e-15)
 
 
 def test_scan_uses_the_exact_transform_beyond_the_search_margin(paths: Counter) -> None:

@@ -216,7 +216,6 @@ class _SlicedSites:
     """
 
     def __init__(self, sites: tuple[np.ndarray, ...], queries: tuple[np.ndarray, ...], shape: tuple[int, int, int]):
-        import cv2
 
         self.n, self.h, self.w = n, h, w = shape
         self.z, self.y, self.x = bz, by, bx = sites
@@ -235,16 +234,34 @@ class _SlicedSites:
             shifted[max(dz, 0):n + min(dz, 0)] = query_box[max(-dz, 0):n - max(dz, 0)]
             _grow(self.window, shifted)
         self.window[~self.occupied] = 0  # no site: nothing to transform, every value is +inf
+        self.full_box = np.array([0, h, 0, w])
+        self.window_cols = [np.ascontiguousarray(c) for c in self.window.T]  # y0, y1, x0, x1 per slice
+        self.site_cols = [np.ascontiguousarray(c) for c in self.site_box.T]
         self.chamfer = np.empty(shape, dtype=np.float32)
         for z in np.flatnonzero(self.occupied):
-            y0, y1, x0, x1 = self.window[z]
-            self.chamfer[z, y0:y1, x0:x1] = cv2.distanceTransform(self.inv[z, y0:y1, x0:x1], cv2.DIST_L2,
-                                                                  cv2.DIST_MASK_5)
-        self._by_slice: np.ndarray | None = None
+            self._transform(int(z))
+
+    def _transform(self, z: int) -> None:
+        import cv2
+
+        y0, y1, x0, x1 = self.window[z]
+        self.chamfer[z, y0:y1, x0:x1] = cv2.distanceTransform(self.inv[z, y0:y1, x0:x1], cv2.DIST_L2, cv2.DIST_MASK_5)
+
+    def grow(self, z: np.ndarray) -> None:
+        """Grow the windows of slices ``z`` to the whole box of sites and queries and transform them again.
+
+        A slice read outside its window is likely read so again from other slices; one transform of the
+        whole box (at most the old cost of a crop-wide transform) ends that. The chamfer values already read
+        do not change: every window holds all the sites of its slice."""
+        for s in np.unique(z):
+            self.window[s] = self.full_box
+            for column, value in zip(self.window_cols, self.full_box):
+                column[s] = value
+            self._transform(int(s))
 
     def in_window(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        box = self.window[z]
-        return (y >= box[:, 0]) & (y < box[:, 1]) & (x >= box[:, 2]) & (x < box[:, 3])
+        y0, y1, x0, x1 = self.window_cols
+        return (y >= y0[z]) & (y < y1[z]) & (x >= x0[z]) & (x < x1[z])
 
     def bounds(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The integer interval ``[low, high]`` of the squared in-plane distance ``k`` at window points,
@@ -256,28 +273,10 @@ class _SlicedSites:
 
     def box_bound(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """A lower bound of ``k``: the squared distance from ``(y, x)`` to the box of slice ``z``'s sites."""
-        sb = self.site_box[z]
-        gy = np.maximum(sb[:, 0] - y, 0) + np.maximum(y - sb[:, 1] + 1, 0)
-        gx = np.maximum(sb[:, 2] - x, 0) + np.maximum(x - sb[:, 3] + 1, 0)
+        y0, y1, x0, x1 = self.site_cols
+        gy = np.maximum(y0[z] - y, 0) + np.maximum(y - y1[z] + 1, 0)
+        gx = np.maximum(x0[z] - x, 0) + np.maximum(x - x1[z] + 1, 0)
         return gy * gy + gx * gx
-
-    def brute_force(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Exact ``k`` against every site of the slice (for the few points read outside the windows)."""
-        if self._by_slice is None:
-            small = np.uint16 if self.n < 2 ** 16 else np.int64  # 16-bit keys: NumPy sorts them by radix
-            self._by_slice = np.argsort(self.z.astype(small), kind="stable")
-            self._first = np.concatenate([[0], np.cumsum(self.per_slice)])
-        out = np.empty(z.size, dtype=np.int64)
-        for s in np.unique(z):
-            on_s = np.flatnonzero(z == s)
-            on = self._by_slice[self._first[s]:self._first[s + 1]]
-            sy, sx = self.y[on], self.x[on]
-            step = max(1, 4_000_000 // sy.size)
-            for i in range(0, on_s.size, step):
-                part = on_s[i:i + step]
-                dy, dx = y[part, None] - sy[None], x[part, None] - sx[None]
-                out[part] = (dy * dy + dx * dx).min(axis=1)
-        return out
 
     def exact(self, z: np.ndarray, y: np.ndarray, x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """Exact ``k`` at window points known to lie in ``[low, high]``.
@@ -342,7 +341,8 @@ def _slice_scan(sites: tuple[np.ndarray, ...], queries: tuple[np.ndarray, ...], 
     the chamfer and Euclidean lengths of a grid vector. Candidate slices whose lower bound cannot beat
     the best upper bound are dropped; the rest are made exact by :meth:`_SlicedSites.exact`. A point read
     outside its slice's window is bounded by its distance to the slice's site box, which rules out most;
-    the rest are measured against the slice's sites directly. Every value is exact.
+    for the rest that slice's window grows to the whole plane (:meth:`_SlicedSites.grow`). Every value is
+    exact.
     """
     grid = _SlicedSites(sites, queries, shape)
     n = grid.n
@@ -363,20 +363,18 @@ def _slice_scan(sites: tuple[np.ndarray, ...], queries: tuple[np.ndarray, ...], 
             ok = (z2 >= 0) & (z2 < n)
             idx, z2 = pending[ok], z2[ok]
             inside = grid.in_window(z2, qy[idx], qx[idx])
+            if not inside.all():  # reads outside the windows that could still be nearer: grow those windows
+                out = np.flatnonzero(~inside)
+                out = out[grid.occupied[z2[out]] & (
+                    grid.box_bound(z2[out], qy[idx[out]], qx[idx[out]]) * s_in2 + reach < best_high[idx[out]])]
+                grid.grow(z2[out])
+                inside[out] = True
             read, z_read = idx[inside], z2[inside]
             low, high = grid.bounds(z_read, qy[read], qx[read])
             useful = low * s_in2 + reach <= best_high[read]
             read, z_read, low, high = read[useful], z_read[useful], low[useful], high[useful]
             best_high[read] = np.minimum(best_high[read], high * s_in2 + reach)
             found.append((read, z_read, low, high, np.full(read.size, reach)))
-            if not inside.all():
-                out, z_out = idx[~inside], z2[~inside]
-                near = grid.occupied[z_out] & (
-                    grid.box_bound(z_out, qy[out], qx[out]) * s_in2 + reach < best_high[out])
-                out, z_out = out[near], z_out[near]
-                k = grid.brute_force(z_out, qy[out], qx[out]).astype(np.float64)
-                best_high[out] = np.minimum(best_high[out], k * s_in2 + reach)
-                found.append((out, z_out, k, k, np.full(out.size, reach)))
     q, zc, low, high, reach_c = (np.concatenate(parts) for parts in zip(*found))
     keep = low * s_in2 + reach_c <= best_high[q]  # the others cannot be the nearest
     q, zc, low, high, reach_c = q[keep], zc[keep], low[keep], high[keep], reach_c[keep]
