@@ -73,6 +73,13 @@ def paths(monkeypatch: pytest.MonkeyPatch) -> Counter:
             return _original(self, z, *args)
 
         monkeypatch.setattr(distance._SlicedSites, name, spy)
+    switch = distance._SlicedSites.use_exact_transforms
+
+    def count_switch(self):
+        seen["use_exact_transforms"] += 1
+        return switch(self)
+
+    monkeypatch.setattr(distance._SlicedSites, "use_exact_transforms", count_switch)
     return seen
 
 
@@ -126,16 +133,29 @@ def test_site_box_bound_keeps_a_read_that_is_nearer() -> None:
 
 
 def test_scan_uses_the_exact_transform_beyond_the_search_margin(paths: Counter) -> None:
-    """In-plane distances longer than the margin (a far false blob) come from OpenCV's exact transform."""
+    """In-plane distances longer than the margin (a far false blob) come from OpenCV's exact transform,
+    while most queries, near the sites, keep the chamfer path."""
     sites = np.zeros((6, 120, 130), bool)
     sites[2:4, 5:8, 5:8] = True
     sites[2:4, 110:113, 120:123] = True
     queries = np.zeros_like(sites)
-    queries[2:4, 40:80:3, 30:100:7] = True  # 30-90 voxels from either site block
-    queries[2, 6, 9] = True  # and one within the margin
+    queries[2:4, 3:11, 3:11] = True  # around the first site block
+    queries[2:4, 108:116, 118:126] = True  # around the second
+    queries[2:4, 40:80:9, 30:100:17] = True  # 30-90 voxels from either block
     sp = np.array([3.0, 0.6, 0.6])
     np.testing.assert_allclose(_scan(sites, queries, sp), _kd_oracle(sites, queries, sp), rtol=1e-13)
-    assert paths["_precise"] > 0
+    assert paths["_precise"] > 0 and paths["use_exact_transforms"] == 0
+
+
+def test_scan_switches_to_exact_transforms_for_surfaces_far_apart(paths: Counter) -> None:
+    """When most queries lie beyond the search margin (a prediction of the wrong place), every window
+    takes OpenCV's exact transform at once."""
+    zz, yy, xx = np.ogrid[:24, :90, :120]
+    sites = distance.surface(((zz - 12) / 9) ** 2 + ((yy - 45) / 30) ** 2 + ((xx - 30) / 20) ** 2 <= 1)
+    queries = distance.surface(((zz - 14) / 8) ** 2 + ((yy - 40) / 28) ** 2 + ((xx - 95) / 18) ** 2 <= 1)
+    sp = np.array([2.0, 0.7, 0.7])
+    np.testing.assert_allclose(_scan(sites, queries, sp), _kd_oracle(sites, queries, sp), rtol=1e-13)
+    assert paths["use_exact_transforms"] == 1 and paths["_search"] == paths["_precise"] == 0
 
 
 def test_scan_reaches_queries_on_slices_without_sites() -> None:

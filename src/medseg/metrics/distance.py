@@ -238,6 +238,7 @@ class _SlicedSites:
         self.window_cols = [np.ascontiguousarray(c) for c in self.window.T]  # y0, y1, x0, x1 per slice
         self.site_cols = [np.ascontiguousarray(c) for c in self.site_box.T]
         self.chamfer = np.empty(shape, dtype=np.float32)
+        self.exact_values = False
         for z in np.flatnonzero(self.occupied):
             self._transform(int(z))
 
@@ -245,7 +246,17 @@ class _SlicedSites:
         import cv2
 
         y0, y1, x0, x1 = self.window[z]
-        self.chamfer[z, y0:y1, x0:x1] = cv2.distanceTransform(self.inv[z, y0:y1, x0:x1], cv2.DIST_L2, cv2.DIST_MASK_5)
+        mask = cv2.DIST_MASK_PRECISE if self.exact_values else cv2.DIST_MASK_5
+        self.chamfer[z, y0:y1, x0:x1] = cv2.distanceTransform(self.inv[z, y0:y1, x0:x1], cv2.DIST_L2, mask)
+
+    def use_exact_transforms(self) -> None:
+        """Replace every window's chamfer values by OpenCV's exact ones (``bounds`` then gives ``k`` itself).
+
+        For surfaces far apart, where most in-plane distances pass the search margin and would need the
+        exact transform anyway."""
+        self.exact_values = True
+        for z in np.flatnonzero(self.occupied):
+            self._transform(int(z))
 
     def grow(self, z: np.ndarray) -> None:
         """Grow the windows of slices ``z`` to the whole box of sites and queries and transform them again.
@@ -268,6 +279,9 @@ class _SlicedSites:
         from the chamfer value ``c`` there: ``ceil((c/H)²) <= k <= floor((c/L)²)``."""
         c = self.chamfer.reshape(-1)[(z * self.h + y) * self.w + x].astype(np.float64)
         c *= c
+        if self.exact_values:
+            k = np.rint(c)  # exact integers: windows pass _fits_opencv
+            return k, k
         return (np.ceil(c * ((1 - _FLOAT32_SLACK) / _CHAMFER_HIGH ** 2)),
                 np.floor(c * ((1 + _FLOAT32_SLACK) / _CHAMFER_LOW ** 2)))
 
@@ -341,8 +355,9 @@ def _slice_scan(sites: tuple[np.ndarray, ...], queries: tuple[np.ndarray, ...], 
     the chamfer and Euclidean lengths of a grid vector. Candidate slices whose lower bound cannot beat
     the best upper bound are dropped; the rest are made exact by :meth:`_SlicedSites.exact`. A point read
     outside its slice's window is bounded by its distance to the slice's site box, which rules out most;
-    for the rest that slice's window grows to the whole plane (:meth:`_SlicedSites.grow`). Every value is
-    exact.
+    for the rest that slice's window grows to the whole plane (:meth:`_SlicedSites.grow`). When most
+    queries' own-slice bounds pass the search margin (surfaces far apart), every window takes the exact
+    transform at once instead (:meth:`_SlicedSites.use_exact_transforms`). Every value is exact.
     """
     grid = _SlicedSites(sites, queries, shape)
     n = grid.n
@@ -350,6 +365,9 @@ def _slice_scan(sites: tuple[np.ndarray, ...], queries: tuple[np.ndarray, ...], 
     s_in2 = s_in * s_in
     own = np.flatnonzero(grid.occupied[qz])
     low, high = grid.bounds(qz[own], qy[own], qx[own])
+    if np.count_nonzero(high > _SEARCH_MARGIN ** 2) * 2 > own.size:  # surfaces far apart
+        grid.use_exact_transforms()
+        low, high = grid.bounds(qz[own], qy[own], qx[own])
     best_high = np.full(qz.size, np.inf)  # an upper bound of each query's squared distance
     best_high[own] = high * s_in2
     found = [(own, qz[own], low, high, np.zeros(own.size))]  # (query, slice, low, high, (dz·s_z)²)
