@@ -202,3 +202,44 @@ def test_real_multi_organ_ct_matches_medpy(real_dataset, paths: Counter) -> None
         assert ours[f"hd95_{c}"] == pytest.approx(mb.hd95(p, g, voxelspacing=spacing), rel=1e-12), c
         assert ours[f"assd_{c}"] == pytest.approx(mb.assd(p, g, voxelspacing=spacing), rel=1e-12), c
     assert len(labels) == 41 and paths["_search"] > 0
+
+
+def test_many_class_label_map_crops_by_find_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From CROP_BY_FIND_OBJECTS classes on, per-class crops come from one find_objects pass per map; the
+    values equal the two-masks-per-class path and medpy, including a class missing from the prediction
+    (the image diagonal, not the crop's) and one missing from the GT."""
+    from medseg.metrics import suite as suite_module
+
+    rng = np.random.default_rng(33)
+    gt = np.zeros((40, 48, 20), np.uint8)
+    for c in range(1, 16):
+        z, y, x = rng.integers(4, 36), rng.integers(4, 44), rng.integers(3, 17)
+        gt[z - 3:z + 3, y - 3:y + 4, x - 2:x + 2] = c
+    pred = np.roll(gt, 1, axis=0)
+    pred[pred == 7] = 0  # class 7 only in the GT
+    pred[1:3, 1:3, 1:3] = 16  # class 16 only in the prediction
+    spacing = (0.8, 0.8, 2.5)
+    calls = []
+    original = distance.label_crops
+    monkeypatch.setattr(distance, "label_crops", lambda *a: calls.append(1) or original(*a))
+    suite = MetricSuite(["hd95", "assd"], num_classes=17)
+    with_crops = suite(pred, gt, spacing=spacing).values
+    assert calls, "the find_objects path was not taken"
+    monkeypatch.setattr(suite_module, "CROP_BY_FIND_OBJECTS", 10 ** 6)
+    with_masks = suite(pred, gt, spacing=spacing).values
+    assert len(calls) == 1
+    for key, value in with_masks.items():
+        assert with_crops[key] == value or (np.isnan(value) and np.isnan(with_crops[key])), key
+    for c in (1, 5, 12):
+        assert with_crops[f"hd95_{c}"] == pytest.approx(mb.hd95(pred == c, gt == c, voxelspacing=spacing), rel=1e-12)
+    diagonal = float(np.sqrt(sum((n * s) ** 2 for n, s in zip(gt.shape, spacing))))
+    assert with_crops["hd95_7"] == pytest.approx(diagonal) and with_crops["hd95_16"] == pytest.approx(diagonal)
+    # the crops themselves: the box of the class in either map, one voxel around, clipped; None if missing
+    crops = distance.label_crops(pred, gt, list(range(1, 17)))
+    for c, crop in zip(range(1, 17), crops):
+        if c in (7, 16):
+            assert crop is None
+            continue
+        where = np.argwhere((pred == c) | (gt == c))
+        expected = tuple(slice(max(0, lo - 1), min(n, hi + 2)) for lo, hi, n in zip(where.min(0), where.max(0), gt.shape))
+        assert crop == expected, c

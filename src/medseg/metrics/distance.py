@@ -78,6 +78,24 @@ def bounding_box(mask: np.ndarray) -> list[tuple[int, int]] | None:
     return [(int(nz[0]), int(nz[-1]) + 1), *rest]
 
 
+def label_crops(pred: np.ndarray, gt: np.ndarray, classes: Sequence[int]) -> list[tuple[slice, ...] | None]:
+    """Per class, the crop of two label maps that holds the class in both plus one voxel (clipped), found
+    for all classes in one pass over each map (``scipy.ndimage.find_objects``); None where the class is
+    missing from either map, or for all classes when the maps are not of an integer type."""
+    if pred.dtype.kind not in "iu" or gt.dtype.kind not in "iu" or not len(classes):
+        return [None] * len(classes)
+    from scipy.ndimage import find_objects
+
+    top = int(max(classes))
+    in_pred, in_gt = find_objects(pred, max_label=top), find_objects(gt, max_label=top)
+    crops: list[tuple[slice, ...] | None] = []
+    for c in classes:
+        a, b = in_pred[c - 1], in_gt[c - 1]
+        crops.append(None if a is None or b is None else union_box(
+            [(s.start, s.stop) for s in a], [(s.start, s.stop) for s in b], pred.shape, margin=1))
+    return crops
+
+
 def union_box(a: list[tuple[int, int]] | None, b: list[tuple[int, int]] | None, shape: Sequence[int],
               margin: int = 1) -> tuple[slice, ...] | None:
     """Slices of the bounding box of two boxes grown by ``margin`` voxels, clipped to ``shape``."""
