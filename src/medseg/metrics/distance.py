@@ -234,7 +234,6 @@ class _SlicedSites:
     """
 
     def __init__(self, sites: tuple[np.ndarray, ...], queries: tuple[np.ndarray, ...], shape: tuple[int, int, int]):
-
         self.n, self.h, self.w = n, h, w = shape
         self.z, self.y, self.x = bz, by, bx = sites
         m = _SEARCH_MARGIN
@@ -277,10 +276,10 @@ class _SlicedSites:
             self._transform(int(z))
 
     def grow(self, z: np.ndarray) -> None:
-        """Grow the windows of slices ``z`` to the whole box of sites and queries and transform them again.
+        """Grow the windows of slices ``z`` to the whole plane and transform them again.
 
         A slice read outside its window is likely read so again from other slices; one transform of the
-        whole box (at most the old cost of a crop-wide transform) ends that. The chamfer values already read
+        whole plane (the cost of one slice of a crop-wide transform) ends that. The chamfer values already read
         do not change: every window holds all the sites of its slice."""
         for s in np.unique(z):
             self.window[s] = self.full_box
