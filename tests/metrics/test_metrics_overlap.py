@@ -131,6 +131,20 @@ def test_confusion_tensor_equals_numpy_and_ignores_out_of_range() -> None:
     assert batch_confusion(torch.from_numpy(p), t_ignore, 5)[0].sum() == p[0].size - 1
 
 
+@pytest.mark.parametrize("num_labels, dtype", [(k, t) for k in (2, 16, 17, 256, 257)
+                                                for t in (np.uint8, np.int32, np.int64) if np.iinfo(t).max >= k - 1])
+def test_confusion_matrix_at_the_index_type_edges(num_labels: int, dtype) -> None:
+    """The index ``gt·K + pred`` is formed in uint8 up to K = 16 and uint16 up to K = 256: the largest labels
+    (K - 1 in both maps, index K² - 1) must land in the last cell, not wrap around."""
+    rng = np.random.default_rng(num_labels)
+    gt = rng.integers(0, num_labels, 3000).astype(dtype)
+    pred = rng.integers(0, num_labels, 3000).astype(dtype)
+    gt[:5] = pred[:5] = num_labels - 1
+    ref = np.zeros((num_labels, num_labels), np.int64)
+    np.add.at(ref, (gt.astype(np.int64), pred.astype(np.int64)), 1)
+    np.testing.assert_array_equal(confusion_matrix(pred, gt, num_labels), ref)
+
+
 def test_multiclass_per_class_and_mean() -> None:
     rng = np.random.default_rng(2)
     gt = rng.integers(0, 3, (20, 20))
