@@ -134,7 +134,10 @@ _CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=np.uint8)
 
 
 def _distances_at(border: np.ndarray, at: np.ndarray, spacing: np.ndarray) -> np.ndarray:
-    """Euclidean distances (physical units) from the voxels of ``at`` to the nearest ``border`` voxel."""
+    """Euclidean distances (physical units) from the voxels of ``at`` to the nearest ``border`` voxel.
+
+    2-D and any spacing; volumes with two equal spacings take :func:`_slice_scan` in ``surface_distances``.
+    """
     if border.ndim == 2 and spacing[0] == spacing[1]:
         import cv2
 
@@ -143,10 +146,6 @@ def _distances_at(border: np.ndarray, at: np.ndarray, spacing: np.ndarray) -> np
         if sq.size == 0 or sq.max() < _CV2_MAX_SQ:
             dist = np.sqrt(sq)
             return dist * spacing[0] if spacing[0] != 1 else dist
-    if border.ndim == 3:
-        stack = _stack_axis(spacing)
-        if stack is not None and _fits_opencv(border.shape, stack):
-            return _stacked_distances(border, at, spacing, stack)
     from scipy.ndimage import distance_transform_edt
 
     return distance_transform_edt(~border, sampling=spacing)[at]
@@ -187,6 +186,7 @@ def _stacked_distances(border: np.ndarray, at: np.ndarray, spacing: np.ndarray, 
     """Exact 3-D distances from the voxels of ``at`` to ``border`` when two axes share a spacing.
 
     The masks' voxels go to :func:`_slice_scan` as points; distances come in the order of ``np.nonzero(at)``.
+    (``surface_distances`` calls ``_slice_scan`` itself, sharing each surface's points by both directions.)
     """
     plane = [a for a in range(3) if a != stack]
     shape = (border.shape[stack], border.shape[plane[0]], border.shape[plane[1]])
