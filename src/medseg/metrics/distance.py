@@ -166,20 +166,29 @@ def _stack_axis(spacing: np.ndarray) -> int | None:
 
 
 def _slice_boxes(z: np.ndarray, y: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
-    """Per slice ``z`` in ``range(n)``: ``[y0, y1, x0, x1]`` of the points ``(y, x)`` on it (empty: y0 > y1)."""
-    box = np.empty((n, 4), dtype=np.int64)
-    box[:, 0::2] = np.iinfo(np.int64).max
-    box[:, 1::2] = -1
-    for column, values in ((0, y), (2, x)):
-        np.minimum.at(box[:, column], z, values)
-        np.maximum.at(box[:, column + 1], z, values + 1)
+    """Rows ``y0, y1, x0, x1`` (shape ``4 x n``): per slice ``z`` in ``range(n)`` the box of the points
+    ``(y, x)`` on it, stops exclusive (no point: ``y0 > y1``). One row per bound keeps per-point gathers
+    (``box[0][z]``) contiguous."""
+    box = np.empty((4, n), dtype=np.int64)
+    box[0::2] = np.iinfo(np.int64).max
+    box[1::2] = -1
+    for row, values in ((0, y), (2, x)):
+        np.minimum.at(box[row], z, values)
+        np.maximum.at(box[row + 1], z, values + 1)
     return box
 
 
 def _grow(box: np.ndarray, other: np.ndarray) -> None:
-    """``box`` := the union of the boxes ``box`` and ``other`` (row by row, in place)."""
-    np.minimum(box[:, 0::2], other[:, 0::2], out=box[:, 0::2])
-    np.maximum(box[:, 1::2], other[:, 1::2], out=box[:, 1::2])
+    """``box`` := the union of the boxes ``box`` and ``other`` (``4 x n`` rows as from :func:`_slice_boxes`,
+    slice by slice, in place)."""
+    np.minimum(box[0::2], other[0::2], out=box[0::2])
+    np.maximum(box[1::2], other[1::2], out=box[1::2])
+
+
+def _stacked_shape(shape: Sequence[int], stack: int) -> tuple[int, int, int]:
+    """``(n, h, w)``: the grid with the ``stack`` axis first, the two others in order."""
+    plane = [a for a in range(3) if a != stack]
+    return int(shape[stack]), int(shape[plane[0]]), int(shape[plane[1]])
 
 
 def _stacked_distances(border: np.ndarray, at: np.ndarray, spacing: np.ndarray, stack: int) -> np.ndarray:
@@ -188,10 +197,9 @@ def _stacked_distances(border: np.ndarray, at: np.ndarray, spacing: np.ndarray, 
     The masks' voxels go to :func:`_slice_scan` as points; distances come in the order of ``np.nonzero(at)``.
     (``surface_distances`` calls ``_slice_scan`` itself, sharing each surface's points by both directions.)
     """
-    plane = [a for a in range(3) if a != stack]
-    shape = (border.shape[stack], border.shape[plane[0]], border.shape[plane[1]])
-    return _slice_scan(_points(border, stack), _points(at, stack), shape, float(spacing[stack]),
-                       float(spacing[plane[0]]))
+    in_plane = float(spacing[1 if stack == 0 else 0])
+    return _slice_scan(_points(border, stack), _points(at, stack), _stacked_shape(border.shape, stack),
+                       float(spacing[stack]), in_plane)
 
 
 def _points(mask: np.ndarray, stack: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -245,15 +253,9 @@ class _SlicedSites:
         self.site_box = _slice_boxes(bz, by, bx, n)
         self.window = self.site_box.copy()
         query_box = _slice_boxes(*queries, n)
-        for dz in range(-2, 3):
-            shifted = np.empty_like(query_box)
-            shifted[:, 0::2], shifted[:, 1::2] = np.iinfo(np.int64).max, -1
-            shifted[max(dz, 0):n + min(dz, 0)] = query_box[max(-dz, 0):n - max(dz, 0)]
-            _grow(self.window, shifted)
-        self.window[~self.occupied] = 0  # no site: nothing to transform, every value is +inf
-        self.full_box = np.array([0, h, 0, w])
-        self.window_cols = [np.ascontiguousarray(c) for c in self.window.T]  # y0, y1, x0, x1 per slice
-        self.site_cols = [np.ascontiguousarray(c) for c in self.site_box.T]
+        for dz in range(-2, 3):  # slice z takes the queries of slice z + dz
+            _grow(self.window[:, max(-dz, 0):n - max(dz, 0)], query_box[:, max(dz, 0):n + min(dz, 0)])
+        self.window[:, ~self.occupied] = 0  # no site: nothing to transform, every value is +inf
         self.chamfer = np.empty(shape, dtype=np.float32)
         self.exact_values = False
         for z in np.flatnonzero(self.occupied):
@@ -262,7 +264,7 @@ class _SlicedSites:
     def _transform(self, z: int) -> None:
         import cv2
 
-        y0, y1, x0, x1 = self.window[z]
+        y0, y1, x0, x1 = self.window[:, z]
         mask = cv2.DIST_MASK_PRECISE if self.exact_values else cv2.DIST_MASK_5
         self.chamfer[z, y0:y1, x0:x1] = cv2.distanceTransform(self.inv[z, y0:y1, x0:x1], cv2.DIST_L2, mask)
 
@@ -282,13 +284,11 @@ class _SlicedSites:
         whole plane (the cost of one slice of a crop-wide transform) ends that. The chamfer values already read
         do not change: every window holds all the sites of its slice."""
         for s in np.unique(z):
-            self.window[s] = self.full_box
-            for column, value in zip(self.window_cols, self.full_box):
-                column[s] = value
+            self.window[:, s] = (0, self.h, 0, self.w)
             self._transform(int(s))
 
     def in_window(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        y0, y1, x0, x1 = self.window_cols
+        y0, y1, x0, x1 = self.window
         return (y >= y0[z]) & (y < y1[z]) & (x >= x0[z]) & (x < x1[z])
 
     def bounds(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -304,7 +304,7 @@ class _SlicedSites:
 
     def box_bound(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
         """A lower bound of ``k``: the squared distance from ``(y, x)`` to the box of slice ``z``'s sites."""
-        y0, y1, x0, x1 = self.site_cols
+        y0, y1, x0, x1 = self.site_box
         gy = np.maximum(y0[z] - y, 0) + np.maximum(y - y1[z] + 1, 0)
         gx = np.maximum(x0[z] - x, 0) + np.maximum(x - x1[z] + 1, 0)
         return gy * gy + gx * gx
@@ -350,7 +350,7 @@ class _SlicedSites:
         out = np.empty(z.size, dtype=np.int64)
         for s in np.unique(z):
             on_s = np.flatnonzero(z == s)
-            y0, y1, x0, x1 = self.window[s]
+            y0, y1, x0, x1 = self.window[:, s]
             d = cv2.distanceTransform(self.inv[s, y0:y1, x0:x1], cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
             d = d[y[on_s] - y0, x[on_s] - x0].astype(np.float64)
             out[on_s] = np.rint(d * d)  # exact integers: windows pass _fits_opencv
@@ -439,10 +439,9 @@ def surface_distances(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]
     crop = union_box(box_p, box_g, pred.shape, margin=1)
     border_p, border_g = surface(pred[crop]), surface(gt[crop])
     if border_p.ndim == 3 and (stack := _stack_axis(sp)) is not None and _fits_opencv(border_p.shape, stack):
-        plane = [a for a in range(3) if a != stack]
-        shape = (border_p.shape[stack], border_p.shape[plane[0]], border_p.shape[plane[1]])
+        shape = _stacked_shape(border_p.shape, stack)
         points_p, points_g = _points(border_p, stack), _points(border_g, stack)  # shared by both directions
-        s_z, s_in = float(sp[stack]), float(sp[plane[0]])
+        s_z, s_in = float(sp[stack]), float(sp[1 if stack == 0 else 0])
         return SurfaceDistances(_slice_scan(points_g, points_p, shape, s_z, s_in),
                                 _slice_scan(points_p, points_g, shape, s_z, s_in), False, False, diag)
     return SurfaceDistances(_distances_at(border_g, border_p, sp), _distances_at(border_p, border_g, sp),
