@@ -142,13 +142,19 @@ def _distances_at(border: np.ndarray, at: np.ndarray, spacing: np.ndarray) -> np
         import cv2
 
         d32 = cv2.distanceTransform((border ^ True).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[at]
-        sq = np.rint(d32.astype(np.float64) ** 2)  # exact integer squared distances
+        sq = _exact_squares(d32)
         if sq.size == 0 or sq.max() < _CV2_MAX_SQ:
             dist = np.sqrt(sq)
             return dist * spacing[0] if spacing[0] != 1 else dist
     from scipy.ndimage import distance_transform_edt
 
     return distance_transform_edt(~border, sampling=spacing)[at]
+
+
+def _exact_squares(d32: np.ndarray) -> np.ndarray:
+    """The integer squared distances behind OpenCV's exact float32 transform values (exact below
+    ``_CV2_MAX_SQ``, which :func:`_fits_opencv` guarantees for every window), as float64."""
+    return np.rint(d32.astype(np.float64) ** 2)
 
 
 def _fits_opencv(shape: Sequence[int], stack: int) -> bool:
@@ -294,11 +300,12 @@ class _SlicedSites:
     def bounds(self, z: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The integer interval ``[low, high]`` of the squared in-plane distance ``k`` at window points,
         from the chamfer value ``c`` there: ``ceil((c/H)²) <= k <= floor((c/L)²)``."""
-        c = self.chamfer.reshape(-1)[(z * self.h + y) * self.w + x].astype(np.float64)
-        c *= c
+        values = self.chamfer.reshape(-1)[(z * self.h + y) * self.w + x]
         if self.exact_values:
-            k = np.rint(c)  # exact integers: windows pass _fits_opencv
+            k = _exact_squares(values)
             return k, k
+        c = values.astype(np.float64)
+        c *= c
         return (np.ceil(c * ((1 - _FLOAT32_SLACK) / _CHAMFER_HIGH ** 2)),
                 np.floor(c * ((1 + _FLOAT32_SLACK) / _CHAMFER_LOW ** 2)))
 
@@ -352,8 +359,7 @@ class _SlicedSites:
             on_s = np.flatnonzero(z == s)
             y0, y1, x0, x1 = self.window[:, s]
             d = cv2.distanceTransform(self.inv[s, y0:y1, x0:x1], cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-            d = d[y[on_s] - y0, x[on_s] - x0].astype(np.float64)
-            out[on_s] = np.rint(d * d)  # exact integers: windows pass _fits_opencv
+            out[on_s] = _exact_squares(d[y[on_s] - y0, x[on_s] - x0])
         return out
 
 
