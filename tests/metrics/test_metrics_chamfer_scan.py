@@ -158,16 +158,6 @@ def test_scan_switches_to_exact_transforms_for_surfaces_far_apart(paths: Counter
     assert paths["use_exact_transforms"] == 1 and paths["_search"] == paths["_precise"] == 0
 
 
-def test_scan_reaches_queries_on_slices_without_sites() -> None:
-    sites = np.zeros((9, 12, 12), bool)
-    sites[0, 3, 3] = True
-    sites[8, 8, 9] = True
-    queries = np.zeros_like(sites)
-    queries[3:6, 2:10, 4] = True  # slices 1-7 hold no site
-    sp = np.array([1.5, 0.5, 0.5])
-    np.testing.assert_allclose(_scan(sites, queries, sp), _kd_oracle(sites, queries, sp), rtol=1e-13)
-
-
 def test_liver_sized_organ_matches_medpy(paths: Counter) -> None:
     """The whole metric, through the suite, on a 10 %-of-volume organ with a false blob, against medpy."""
     zz, yy, xx = np.ogrid[:96, :100, :48]
