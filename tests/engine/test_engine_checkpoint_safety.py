@@ -1,5 +1,5 @@
-"""Checkpoints never run code (weights-only loading, no opt-out); old checkpoints still load; failed starts leave a reusable
-folder; ``medseg train --resume RUN --from best|epoch_NNN``; a checkpoint without a config says so."""
+"""Checkpoints never run code (weights-only loading, no opt-out); old checkpoints still load; failed starts
+leave a reusable folder; ``medseg train --resume RUN --from best|epoch_NNN``; a checkpoint without a config says so."""
 from __future__ import annotations
 
 import shutil

@@ -1,9 +1,9 @@
 """The 3-D surface-distance scan (``distance._slice_scan``), each of its paths on the sizes that select it.
 
-Oracles: SciPy's exact Euclidean distance transform for the chamfer bounds, a KD-tree over the sites for
-the scan, medpy for the whole metric on a liver-sized organ and on a real 41-organ CT label map
-(TotalSegmentator's example, from ../shared/data; skipped with the reason when absent). Spies check that each case takes the path
-it is named after, so a case cannot silently drift onto another path.
+Oracles: SciPy's exact Euclidean distance transform for the chamfer bounds, a KD-tree over the sites for the
+scan, medpy for the whole metric on a liver-sized organ and on a real 41-organ CT label map
+(TotalSegmentator's example, from ../shared/data; skipped with the reason when absent). Spies check that each
+case takes the path it is named after, so a case cannot silently drift onto another path.
 """
 from __future__ import annotations
 
@@ -231,5 +231,6 @@ def test_many_class_label_map_crops_by_find_objects(monkeypatch: pytest.MonkeyPa
             assert crop is None
             continue
         where = np.argwhere((pred == c) | (gt == c))
-        expected = tuple(slice(max(0, lo - 1), min(n, hi + 2)) for lo, hi, n in zip(where.min(0), where.max(0), gt.shape))
+        expected = tuple(slice(max(0, lo - 1), min(n, hi + 2))
+                         for lo, hi, n in zip(where.min(0), where.max(0), gt.shape))
         assert crop == expected, c

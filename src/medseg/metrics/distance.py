@@ -223,7 +223,8 @@ _CHAMFER_A, _CHAMFER_B, _CHAMFER_C = 1.0, 91750 / 65536, 143976 / 65536
 _CHAMFER_LOW = _CHAMFER_C / 5 ** 0.5  # 0.98248
 _CHAMFER_HIGH = (1 + (_CHAMFER_C - 2 * _CHAMFER_A) ** 2) ** 0.5  # 1.01920
 _FLOAT32_SLACK = 4e-6  # the float32 output of OpenCV's exact fixed-point sum, with room to spare
-_SEARCH_MARGIN = 24  # voxels: in-plane distances up to this are found by the offset search, longer ones exactly by OpenCV
+# voxels: in-plane distances up to this come from the offset search, longer ones from OpenCV's exact transform
+_SEARCH_MARGIN = 24
 
 
 @functools.lru_cache(maxsize=4)

@@ -12,7 +12,8 @@ strided (downsampling by convolution); decoder: transposed conv with kernel = st
 two convs; a 1x1 segmentation head per decoder stage for deep supervision. In training mode with
 ``deep_supervision=True`` the forward returns ``{"out": full-resolution logits, "aux": [lower decoder
 stages, highest first, upsampled to the input size]}`` (nnU-Net weights them ``1/2**i``, see
-``deep_supervision_weights``, which ``medseg train`` applies through ``losses/deep_supervision.py``; the lowest-resolution decoder output is dropped, as nnU-Net gives it weight 0);
+``deep_supervision_weights``, which ``medseg train`` applies through ``losses/deep_supervision.py``; the
+lowest-resolution decoder output is dropped, as nnU-Net gives it weight 0);
 in eval mode it returns the logits only.
 
 IFE (``docs/ife.md``, section Networks): ``ife="curvature"|"entropy"`` on the skips ``ife_levels=(1, 2)``
